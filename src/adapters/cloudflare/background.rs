@@ -1,0 +1,13 @@
+//! The `Background` port: `ctx.waitUntil`, so cache writes finish after the response is sent.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::CfHost;
+use crate::ports::Background;
+
+impl Background for CfHost {
+    fn spawn_background(&self, task: Pin<Box<dyn Future<Output = ()>>>) {
+        self.inner.ctx.wait_until(task);
+    }
+}

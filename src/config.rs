@@ -1,0 +1,253 @@
+//! Configuration, read once from named variables (Workers vars/secrets, Spin variables), with every
+//! problem reported together. Secrets are a type that redacts itself in Debug and Display.
+//!
+//! Must not: read the environment itself (values come through the `Vars` port), or put a secret's
+//! value into an error message.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::ports::Vars;
+
+/// A value that must never reach a log line or a response.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Which origins a browser page may call the gateway from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cors {
+    Disabled,
+    Any,
+    Origins(Vec<String>),
+}
+
+impl Cors {
+    /// The `Access-Control-Allow-Origin` value for a request from `origin`, if it is allowed.
+    pub fn allow(&self, origin: &str) -> Option<String> {
+        match self {
+            Cors::Disabled => None,
+            Cors::Any => Some("*".to_owned()),
+            Cors::Origins(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)).then(|| origin.to_owned()),
+        }
+    }
+}
+
+/// The one OpenAI-compatible provider of this version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// Base URL up to and including the version, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    /// Bound on a whole non-streaming call, and on the wait for a stream's first byte.
+    pub timeout_ms: u64,
+    /// Bound on the silence between two chunks of a stream.
+    pub stream_idle_timeout_ms: u64,
+    /// Answers larger than this are not accepted (and so never stored).
+    pub max_response_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstashConfig {
+    pub url: String,
+    pub token: Secret,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    tenants: Tenants,
+    pub upstream: UpstreamConfig,
+    /// Tier 2; `None` when not configured (the gateway then runs on tier 1 alone).
+    pub upstash: Option<UpstashConfig>,
+    pub fresh_ttl_s: u64,
+    pub stale_ttl_s: u64,
+    pub kv_timeout_ms: u64,
+    pub max_body_bytes: usize,
+    pub max_entry_bytes: usize,
+    pub cors: Cors,
+    /// Model names listed by `GET /v1/models`.
+    pub models: Vec<String>,
+}
+
+/// Gateway key -> tenant. Keys are secrets (Debug shows only the tenants); tenants are names used
+/// in cache keys and logs.
+#[derive(Clone, PartialEq, Eq)]
+struct Tenants(HashMap<String, String>);
+
+impl fmt::Debug for Tenants {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut tenants: Vec<&String> = self.0.values().collect();
+        tenants.sort();
+        write!(f, "Tenants({tenants:?})")
+    }
+}
+
+/// Every configuration problem found, each naming the variable (never its value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {}", problems.join("; "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+pub const DEFAULT_UPSTREAM: &str = "https://api.openai.com/v1";
+
+impl Config {
+    pub fn from_vars(vars: &impl Vars) -> Result<Config, ConfigError> {
+        let mut r = Reader { vars, problems: Vec::new() };
+        let tenants = Tenants(r.tenants("GATEWAY_KEYS"));
+        let base_url = r.url("UPSTREAM_BASE_URL").unwrap_or_else(|| DEFAULT_UPSTREAM.to_owned());
+        let upstream = UpstreamConfig {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key: r.string("OPENAI_API_KEY").map(Secret),
+            timeout_ms: r.number("UPSTREAM_TIMEOUT_MS", 120_000, 1, 600_000),
+            stream_idle_timeout_ms: r.number("UPSTREAM_STREAM_IDLE_TIMEOUT_MS", 60_000, 1, 600_000),
+            max_response_bytes: r.number("MAX_RESPONSE_BYTES", 8 << 20, 1024, 64 << 20) as usize,
+        };
+        let upstash_url = r.url("UPSTASH_REDIS_REST_URL");
+        let upstash_token = r.string("UPSTASH_REDIS_REST_TOKEN");
+        let redis_timeout_ms = r.number("REDIS_TIMEOUT_MS", 300, 1, 60_000);
+        let upstash = match (upstash_url, upstash_token) {
+            (Some(url), Some(token)) => Some(UpstashConfig {
+                url: url.trim_end_matches('/').to_owned(),
+                token: Secret(token),
+                timeout_ms: redis_timeout_ms,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                r.problem("UPSTASH_REDIS_REST_TOKEN is required when UPSTASH_REDIS_REST_URL is set");
+                None
+            }
+            (None, Some(_)) => {
+                r.problem("UPSTASH_REDIS_REST_URL is required when UPSTASH_REDIS_REST_TOKEN is set");
+                None
+            }
+        };
+        let config = Config {
+            tenants,
+            upstream,
+            upstash,
+            fresh_ttl_s: r.number("CACHE_FRESH_TTL_SECONDS", 7 * 86_400, 1, 365 * 86_400),
+            stale_ttl_s: r.number("CACHE_STALE_TTL_SECONDS", 30 * 86_400, 0, 365 * 86_400),
+            kv_timeout_ms: r.number("KV_TIMEOUT_MS", 200, 1, 60_000),
+            max_body_bytes: r.number("MAX_BODY_BYTES", 4 << 20, 1024, 64 << 20) as usize,
+            max_entry_bytes: r.number("MAX_ENTRY_BYTES", 4 << 20, 1024, 24 << 20) as usize,
+            cors: r.cors("CORS_ALLOWED_ORIGINS"),
+            models: r.list("MODELS"),
+        };
+        if r.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems: r.problems })
+        }
+    }
+
+    /// The tenant a gateway key belongs to.
+    pub fn tenant_for_key(&self, key: &str) -> Option<&str> {
+        self.tenants.0.get(key).map(String::as_str)
+    }
+}
+
+struct Reader<'a, V: Vars> {
+    vars: &'a V,
+    problems: Vec<String>,
+}
+
+impl<V: Vars> Reader<'_, V> {
+    fn problem(&mut self, p: impl Into<String>) {
+        self.problems.push(p.into());
+    }
+
+    fn string(&mut self, name: &str) -> Option<String> {
+        self.vars.var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    fn number(&mut self, name: &str, default: u64, min: u64, max: u64) -> u64 {
+        let Some(raw) = self.string(name) else { return default };
+        match raw.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => n,
+            _ => {
+                self.problem(format!("{name} must be a whole number from {min} to {max}"));
+                default
+            }
+        }
+    }
+
+    fn url(&mut self, name: &str) -> Option<String> {
+        let raw = self.string(name)?;
+        let scheme_ok = raw.starts_with("https://") || raw.starts_with("http://");
+        if !scheme_ok || raw.parse::<http::Uri>().is_err() {
+            self.problem(format!("{name} must be an http:// or https:// URL"));
+            return None;
+        }
+        Some(raw)
+    }
+
+    fn list(&mut self, name: &str) -> Vec<String> {
+        self.string(name)
+            .map(|raw| raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    fn cors(&mut self, name: &str) -> Cors {
+        let origins = self.list(name);
+        if origins.is_empty() {
+            Cors::Disabled
+        } else if origins.iter().any(|o| o == "*") {
+            Cors::Any
+        } else {
+            Cors::Origins(origins)
+        }
+    }
+
+    /// `{"<gateway key>": "<tenant>", ...}`. Tenant names go into cache keys and logs, so they are
+    /// restricted to a safe alphabet.
+    fn tenants(&mut self, name: &str) -> HashMap<String, String> {
+        let Some(raw) = self.string(name) else {
+            self.problem(format!("{name} is required: a JSON object mapping each gateway key to a tenant name"));
+            return HashMap::new();
+        };
+        let Ok(map) = serde_json::from_str::<HashMap<String, String>>(&raw) else {
+            self.problem(format!("{name} must be a JSON object mapping each gateway key to a tenant name"));
+            return HashMap::new();
+        };
+        if map.is_empty() {
+            self.problem(format!("{name} must name at least one gateway key"));
+        }
+        for (key, tenant) in &map {
+            let tenant_ok = !tenant.is_empty()
+                && tenant.len() <= 64
+                && tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !tenant_ok {
+                self.problem(format!(
+                    "{name}: tenant names must be 1 to 64 letters, digits, '.', '_' or '-' (one is not)"
+                ));
+            }
+            if key.len() < 8 {
+                self.problem(format!("{name}: gateway keys must be at least 8 characters (one is shorter)"));
+            }
+        }
+        map
+    }
+}

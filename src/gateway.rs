@@ -1,0 +1,526 @@
+//! The way of one request, and the only orchestrator: route, authenticate, parse, decide the cache
+//! policy, look up tier 1 (edge KV) then tier 2 (Redis), call the provider on a double miss, write
+//! back in the background, and fall back to a stale entry when the provider fails.
+//!
+//! Fail open: a store that errs, times out or holds garbage is a miss, logged and never an error
+//! for the client. The client never waits for a cache write. Must not: do IO except through the
+//! ports, or read time except from `Clock`.
+
+mod info;
+mod reply;
+
+use futures_util::future::join;
+use futures_util::stream::{self, StreamExt};
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use crate::api::chat::ChatRequest;
+use crate::cache::entry::{Entry, Freshness};
+use crate::cache::key::CacheKey;
+use crate::cache::policy::{Bypass, Policy};
+use crate::cache::status::{CacheReport, Lookup, Served};
+use crate::config::{Config, ConfigError};
+use crate::error::{ApiError, ErrorType, StoreError, Tier, UpstreamError};
+use crate::ports::{with_timeout, Body, BodyError, BodyStream, CollectError, Host};
+use crate::providers::openai;
+use crate::stores::{kv, upstash::Upstash};
+
+pub use reply::Timing;
+
+/// Background writes do not delay anyone, so they may take longer than reads.
+const WRITE_TIMEOUT_MS: u64 = 10_000;
+/// Longest error body read from a provider (only its message is used).
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// Handles one request. Never panics on input and never fails: every problem is a response.
+pub async fn handle<H: Host>(
+    host: &H,
+    config: Result<&Config, &ConfigError>,
+    request: Request<Body>,
+) -> Response<Body> {
+    let started_ms = host.now_ms();
+    let request_id = reply::request_id(request.headers(), host);
+    let origin = request.headers().get(http::header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let mut timing = Timing::default();
+    let mut response = match config {
+        Ok(config) => {
+            let mut x = Exchange { host, config, request_id: &request_id, timing: &mut timing };
+            x.route(request).await
+        }
+        Err(problems) => misconfigured(host, config, problems, request).await,
+    };
+    let total_ms = host.now_ms().saturating_sub(started_ms);
+    let cors = config.ok().map(|c| &c.cors);
+    reply::finish(&mut response, &request_id, &timing, total_ms, cors, origin.as_deref());
+    response
+}
+
+/// With a broken configuration only `/healthz` says what is wrong; everything else is a 500
+/// naming the problem variables (never their values).
+async fn misconfigured<H: Host>(
+    host: &H,
+    config: Result<&Config, &ConfigError>,
+    problems: &ConfigError,
+    request: Request<Body>,
+) -> Response<Body> {
+    if request.uri().path() == "/healthz" {
+        return info::healthz(host, config).await;
+    }
+    host.log(&json!({"level": "error", "event": "config_invalid", "problems": problems.problems}).to_string());
+    reply::error(&ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorType::Api,
+        "gateway_misconfigured",
+        format!("The gateway is misconfigured: {}.", problems.problems.join("; ")),
+    ))
+}
+
+/// One request in flight.
+struct Exchange<'a, H: Host> {
+    host: &'a H,
+    config: &'a Config,
+    request_id: &'a str,
+    timing: &'a mut Timing,
+}
+
+impl<H: Host> Exchange<'_, H> {
+    async fn route(&mut self, request: Request<Body>) -> Response<Body> {
+        let path = request.uri().path();
+        let method = request.method();
+        if method == Method::OPTIONS {
+            return reply::preflight(&self.config.cors, request.headers());
+        }
+        let allowed = match path {
+            "/v1/chat/completions" | "/chat/completions" => "POST",
+            "/v1/models" | "/models" | "/healthz" => "GET",
+            _ => {
+                let shown: String = path.chars().take(100).collect();
+                return reply::error(&ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorType::NotFound,
+                    "not_found",
+                    format!(
+                        "Unknown path '{shown}'. This gateway serves POST /v1/chat/completions and GET /v1/models."
+                    ),
+                ));
+            }
+        };
+        if method.as_str() != allowed && !(allowed == "GET" && method == Method::HEAD) {
+            let mut response = reply::error(&ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorType::InvalidRequest,
+                "method_not_allowed",
+                format!("{path} accepts {allowed} only, not {method}."),
+            ));
+            reply::set(response.headers_mut(), "allow", &format!("{allowed}, OPTIONS"));
+            return response;
+        }
+        match path {
+            "/healthz" => info::healthz(self.host, Ok(self.config)).await,
+            "/v1/models" | "/models" => match self.authenticate(request.headers()) {
+                Ok(_) => info::models(self.config),
+                Err(e) => reply::error(&e),
+            },
+            _ => self.chat(request).await,
+        }
+    }
+
+    fn authenticate(&self, headers: &HeaderMap) -> Result<&str, ApiError> {
+        let unauthorized =
+            |code, message: &str| ApiError::new(StatusCode::UNAUTHORIZED, ErrorType::Authentication, code, message);
+        let value = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
+            unauthorized(
+                "missing_api_key",
+                "No gateway key was given. Send it as 'Authorization: Bearer <gateway key>'.",
+            )
+        })?;
+        let value = value.to_str().unwrap_or("");
+        let key = value
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
+            .ok_or_else(|| {
+                unauthorized("invalid_authorization", "The Authorization header must be 'Bearer <gateway key>'.")
+            })?;
+        self.config.tenant_for_key(key).ok_or_else(|| unauthorized("invalid_api_key", "The gateway key is not valid."))
+    }
+
+    async fn chat(&mut self, request: Request<Body>) -> Response<Body> {
+        let (parts, body) = request.into_parts();
+        let tenant = match self.authenticate(&parts.headers) {
+            Ok(t) => t,
+            Err(e) => return reply::error(&e),
+        };
+        let parsed = match self.read_request(&parts.headers, body).await {
+            Ok(p) => p,
+            Err(e) => return reply::error(&e),
+        };
+        let policy = match Policy::from_headers(&parts.headers, parsed.stream) {
+            Ok(p) => p,
+            Err(e) => return reply::error(&e),
+        };
+        if parsed.stream {
+            return self.stream(&parsed, &policy).await;
+        }
+        let key = CacheKey::chat(tenant, &policy.namespace, &parsed);
+        self.cached_chat(&parsed, &policy, key).await
+    }
+
+    async fn read_request(&self, headers: &HeaderMap, body: Body) -> Result<ChatRequest, ApiError> {
+        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        if !media.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorType::InvalidRequest,
+                "unsupported_media_type",
+                "The request body must be JSON, sent with 'Content-Type: application/json'.",
+            ));
+        }
+        let limit = self.config.max_body_bytes;
+        let declared =
+            headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorType::InvalidRequest,
+                "request_too_large",
+                format!("The request body is larger than the limit of {limit} bytes."),
+            )
+        };
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let bytes = body.collect(limit).await.map_err(|e| match e {
+            CollectError::TooLarge { .. } => too_large(),
+            CollectError::Read(_) => ApiError::bad_request("body_read_failed", "The request body could not be read."),
+        })?;
+        ChatRequest::parse(&bytes)
+    }
+
+    /// The layered lookup and, on a double miss, the provider.
+    async fn cached_chat(&mut self, request: &ChatRequest, policy: &Policy, key: CacheKey) -> Response<Body> {
+        let mut report = CacheReport::new();
+        let mut stale: Option<(Tier, Entry)> = None;
+        let upstash = self.config.upstash.as_ref().map(Upstash::new);
+        if !policy.read {
+            let bypass = Lookup::Bypassed(policy.bypass.unwrap_or(Bypass::Request));
+            report.kv.lookup = bypass;
+            if upstash.is_some() {
+                report.redis.lookup = bypass;
+            }
+        } else {
+            let started = self.host.now_ms();
+            let found = kv::get(self.host, &key, self.config.kv_timeout_ms).await;
+            self.timing.kv_ms = Some(self.host.now_ms().saturating_sub(started));
+            if let Some(entry) = self.judge(Tier::EdgeKv, found, policy, &key, &mut report, &mut stale) {
+                return self.hit(Tier::EdgeKv, entry, report);
+            }
+            if let Some(store) = &upstash {
+                let started = self.host.now_ms();
+                let found = store.get(self.host, &key, self.config.max_entry_bytes).await;
+                self.timing.redis_ms = Some(self.host.now_ms().saturating_sub(started));
+                if let Some(entry) = self.judge(Tier::Redis, found, policy, &key, &mut report, &mut stale) {
+                    // Tier 1 missed this entry: copy it there, after the response.
+                    if policy.write {
+                        report.kv.stored = true;
+                        self.write_back(key, entry.clone(), true, false);
+                    }
+                    return self.hit(Tier::Redis, entry, report);
+                }
+            }
+        }
+        if policy.only_if_cached {
+            let mut response = reply::error(&ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorType::InvalidRequest,
+                "cache_miss",
+                "No fresh cached answer exists and the request said only-if-cached.",
+            ));
+            reply::cache_headers(response.headers_mut(), &report);
+            return response;
+        }
+
+        let started = self.host.now_ms();
+        let result = self.call_origin(request).await;
+        self.timing.origin_ms = Some(self.host.now_ms().saturating_sub(started));
+        match result {
+            Ok((body, answer)) => {
+                report.served = if policy.bypass.is_some() { Served::Bypass } else { Served::Origin };
+                if policy.write {
+                    let entry_fits = body.len() + 512 <= self.config.max_entry_bytes;
+                    if entry_fits {
+                        let now = self.host.now_ms();
+                        let entry = Entry::new(
+                            now,
+                            self.config.fresh_ttl_s,
+                            self.config.stale_ttl_s,
+                            openai::PROVIDER,
+                            &answer.model,
+                            body.to_vec(),
+                        );
+                        report.kv.stored = true;
+                        report.redis.stored = upstash.is_some();
+                        self.write_back(key, entry, true, upstash.is_some());
+                    } else {
+                        self.log(
+                            "warn",
+                            "entry_too_large",
+                            json!({"bytes": body.len(), "limit": self.config.max_entry_bytes}),
+                        );
+                    }
+                }
+                let mut response = reply::json(StatusCode::OK, body);
+                reply::cache_headers(response.headers_mut(), &report);
+                reply::set(response.headers_mut(), "x-provider", openai::PROVIDER);
+                response
+            }
+            Err(failure) => {
+                self.log(
+                    "warn",
+                    "upstream_failed",
+                    json!({"provider": openai::PROVIDER, "code": failure.code(), "detail": failure.to_string()}),
+                );
+                match stale {
+                    Some((tier, entry)) if failure.retryable() => self.serve_stale(tier, entry, report, &failure),
+                    _ => {
+                        let mut response = reply::error(&failure.to_api_error());
+                        reply::cache_headers(response.headers_mut(), &report);
+                        response
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records what one tier's lookup found; returns the entry if it may answer now.
+    fn judge(
+        &self,
+        tier: Tier,
+        found: Result<Option<Entry>, StoreError>,
+        policy: &Policy,
+        key: &CacheKey,
+        report: &mut CacheReport,
+        stale: &mut Option<(Tier, Entry)>,
+    ) -> Option<Entry> {
+        let now = self.host.now_ms();
+        let status = report.tier_mut(tier);
+        let entry = match found {
+            Ok(Some(entry)) => entry,
+            Ok(None) => {
+                status.lookup = Lookup::Miss;
+                return None;
+            }
+            Err(e) => {
+                status.lookup = Lookup::Failed { detail: e.kind.word() };
+                self.log("warn", "store_error", json!({"tier": tier.as_str(), "op": e.op, "kind": e.kind.word(), "detail": e.kind.to_string(), "retryable": e.kind.retryable()}));
+                return None;
+            }
+        };
+        match entry.freshness(now) {
+            Freshness::Fresh { ttl_s } if policy.accepts_age(entry.age_s(now)) => {
+                status.lookup = Lookup::Hit { ttl_s };
+                Some(entry)
+            }
+            Freshness::Fresh { .. } => {
+                // Fresh, but older than the client's max-age: the client refuses it outright.
+                status.lookup = Lookup::Stale;
+                None
+            }
+            Freshness::Stale { .. } => {
+                status.lookup = Lookup::Stale;
+                // A client that set max-age accepts nothing older, not even on error.
+                let keep = policy.max_age_s.is_none()
+                    && stale.as_ref().is_none_or(|(_, kept)| kept.created_ms < entry.created_ms);
+                if keep {
+                    *stale = Some((tier, entry));
+                }
+                None
+            }
+            Freshness::Expired => {
+                status.lookup = Lookup::Miss;
+                if tier == Tier::EdgeKv && self.host.kv_limits().min_ttl_seconds.is_none() {
+                    // The store has no TTL of its own (Spin): delete what expired, after the response.
+                    let host = self.host.clone();
+                    let key = key.clone();
+                    self.host.spawn_background(Box::pin(async move {
+                        let _ = kv::delete(&host, &key, WRITE_TIMEOUT_MS).await;
+                    }));
+                }
+                None
+            }
+        }
+    }
+
+    fn hit(&self, tier: Tier, entry: Entry, mut report: CacheReport) -> Response<Body> {
+        report.served = Served::Hit(tier);
+        let age = entry.age_s(self.host.now_ms());
+        let provider = entry.provider.clone();
+        let mut response = reply::json(StatusCode::OK, entry.body);
+        let headers = response.headers_mut();
+        reply::cache_headers(headers, &report);
+        headers.insert(http::header::AGE, HeaderValue::from(age));
+        reply::set(headers, "x-provider", &provider);
+        response
+    }
+
+    fn serve_stale(
+        &self,
+        tier: Tier,
+        entry: Entry,
+        mut report: CacheReport,
+        failure: &UpstreamError,
+    ) -> Response<Body> {
+        let now = self.host.now_ms();
+        let past_s = now.saturating_sub(entry.fresh_until_ms) / 1000;
+        report.tier_mut(tier).lookup = Lookup::ServedStale { past_s };
+        report.served = Served::Stale(tier);
+        let age = entry.age_s(now);
+        let provider = entry.provider.clone();
+        let mut response = reply::json(StatusCode::OK, entry.body);
+        let headers = response.headers_mut();
+        reply::cache_headers(headers, &report);
+        headers.insert(http::header::AGE, HeaderValue::from(age));
+        reply::set(headers, "x-provider", &provider);
+        reply::set(headers, "x-cache-stale-reason", failure.code());
+        response
+    }
+
+    /// Calls the provider for a complete (non-streaming) answer within the configured timeout.
+    async fn call_origin(&self, request: &ChatRequest) -> Result<(bytes::Bytes, openai::Answer), UpstreamError> {
+        let upstream = &self.config.upstream;
+        let outgoing = openai::build_request(request, &upstream.base_url, upstream.api_key.as_ref());
+        let exchange = async {
+            let response = self.host.fetch(outgoing).await.map_err(|e| UpstreamError::Connect(e.to_string()))?;
+            let status = response.status();
+            let (parts, body) = response.into_parts();
+            let limit = if status.is_success() { upstream.max_response_bytes } else { MAX_ERROR_BODY };
+            let body = body.collect(limit).await.map_err(|e| match e {
+                CollectError::TooLarge { limit } => UpstreamError::TooLarge { limit },
+                CollectError::Read(e) => UpstreamError::Stream(e.0),
+            })?;
+            if status.is_success() {
+                let answer = openai::parse_success(&body, &request.model)?;
+                Ok((body, answer))
+            } else {
+                Err(openai::classify_error(status, &parts.headers, &body))
+            }
+        };
+        let timeout_ms = upstream.timeout_ms;
+        with_timeout(self.host, timeout_ms, exchange).await.unwrap_or(Err(UpstreamError::Timeout { ms: timeout_ms }))
+    }
+
+    /// Streams the provider's answer straight through, uncached (`x-cache: BYPASS`).
+    async fn stream(&mut self, request: &ChatRequest, policy: &Policy) -> Response<Body> {
+        let mut report = CacheReport::new();
+        report.kv.lookup = Lookup::Bypassed(Bypass::Stream);
+        if self.config.upstash.is_some() {
+            report.redis.lookup = Lookup::Bypassed(Bypass::Stream);
+        }
+        if policy.only_if_cached {
+            let mut response = reply::error(&ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorType::InvalidRequest,
+                "cache_miss",
+                "Streaming answers are not cached, so an only-if-cached streaming request cannot be served.",
+            ));
+            reply::cache_headers(response.headers_mut(), &report);
+            return response;
+        }
+        let upstream = &self.config.upstream;
+        let outgoing = openai::build_request(request, &upstream.base_url, upstream.api_key.as_ref());
+        let started = self.host.now_ms();
+        let headers_within = with_timeout(self.host, upstream.timeout_ms, self.host.fetch(outgoing)).await;
+        self.timing.origin_ms = Some(self.host.now_ms().saturating_sub(started));
+        let failure = match headers_within {
+            None => UpstreamError::Timeout { ms: upstream.timeout_ms },
+            Some(Err(e)) => UpstreamError::Connect(e.to_string()),
+            Some(Ok(response)) if response.status().is_success() => {
+                report.served = Served::Bypass;
+                let (parts, body) = response.into_parts();
+                let body = match body {
+                    Body::Full(bytes) => Body::Full(bytes),
+                    Body::Stream(s) => {
+                        Body::Stream(idle_bounded(s, self.host.clone(), upstream.stream_idle_timeout_ms))
+                    }
+                };
+                let mut response = Response::new(body);
+                let headers = response.headers_mut();
+                let content_type =
+                    parts.headers.get(CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("text/event-stream"));
+                headers.insert(CONTENT_TYPE, content_type);
+                headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                reply::cache_headers(headers, &report);
+                reply::set(headers, "x-provider", openai::PROVIDER);
+                return response;
+            }
+            Some(Ok(response)) => {
+                let status = response.status();
+                let (parts, body) = response.into_parts();
+                let body = with_timeout(self.host, upstream.timeout_ms, body.collect(MAX_ERROR_BODY))
+                    .await
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                openai::classify_error(status, &parts.headers, &body)
+            }
+        };
+        self.log("warn", "upstream_failed", json!({"provider": openai::PROVIDER, "code": failure.code(), "detail": failure.to_string(), "stream": true}));
+        let mut response = reply::error(&failure.to_api_error());
+        reply::cache_headers(response.headers_mut(), &report);
+        response
+    }
+
+    /// Writes an entry to the chosen tiers after the response has gone out.
+    fn write_back(&self, key: CacheKey, entry: Entry, to_kv: bool, to_redis: bool) {
+        let host = self.host.clone();
+        let upstash = if to_redis { self.config.upstash.clone() } else { None };
+        let request_id = self.request_id.to_owned();
+        self.host.spawn_background(Box::pin(async move {
+            let encoded = entry.encode();
+            let kv_write = async {
+                if to_kv {
+                    kv::put(&host, &key, &entry, encoded.clone(), WRITE_TIMEOUT_MS).await
+                } else {
+                    Ok(())
+                }
+            };
+            let redis_write = async {
+                match &upstash {
+                    Some(config) => {
+                        let ttl_ms = entry.stale_until_ms.saturating_sub(host.now_ms());
+                        Upstash::new(config).put(&host, &key, &encoded, ttl_ms, WRITE_TIMEOUT_MS).await
+                    }
+                    None => Ok(()),
+                }
+            };
+            let (kv_result, redis_result) = join(kv_write, redis_write).await;
+            for e in [kv_result.err(), redis_result.err()].into_iter().flatten() {
+                let line = json!({"level": "warn", "event": "store_error", "request_id": request_id, "tier": e.tier.as_str(), "op": e.op, "kind": e.kind.word(), "detail": e.kind.to_string()});
+                host.log(&line.to_string());
+            }
+        }));
+    }
+
+    fn log(&self, level: &str, event: &str, fields: serde_json::Value) {
+        let mut line = json!({"level": level, "event": event, "request_id": self.request_id});
+        if let (Some(line), serde_json::Value::Object(fields)) = (line.as_object_mut(), fields) {
+            line.extend(fields);
+        }
+        self.host.log(&line.to_string());
+    }
+}
+
+/// Ends a stream with an error when the provider stays silent for longer than `idle_ms`, so a
+/// stalled provider cannot hold a client forever.
+fn idle_bounded<H: Host>(inner: BodyStream, host: H, idle_ms: u64) -> BodyStream {
+    Box::pin(stream::unfold(Some((inner, host)), move |state| async move {
+        let (mut inner, host) = state?;
+        match with_timeout(&host, idle_ms, inner.next()).await {
+            None => Some((Err(BodyError(format!("no data from the provider for {idle_ms} ms"))), None)),
+            Some(None) => None,
+            Some(Some(Ok(chunk))) => Some((Ok(chunk), Some((inner, host)))),
+            Some(Some(Err(e))) => Some((Err(e), None)),
+        }
+    }))
+}

@@ -1,0 +1,63 @@
+//! The informational endpoints: `GET /healthz` (each tier's state, never a secret or URL) and
+//! `GET /v1/models` (the configured model names, in OpenAI's list shape).
+
+use http::{Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::reply;
+use crate::config::{Config, ConfigError};
+use crate::ports::{with_timeout, Body, Host};
+use crate::stores::upstash::Upstash;
+
+/// Reports the state of each part. 200 while the gateway can serve (a dead store only degrades
+/// it: fail open); 503 when its configuration is invalid.
+pub async fn healthz<H: Host>(host: &H, config: Result<&Config, &ConfigError>) -> Response<Body> {
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            let body = json!({"status": "misconfigured", "problems": e.problems});
+            return reply::json(StatusCode::SERVICE_UNAVAILABLE, body.to_string());
+        }
+    };
+    let kv = {
+        let started = host.now_ms();
+        let probe = with_timeout(host, config.kv_timeout_ms, host.kv_get(HEALTH_KEY)).await;
+        let latency_ms = host.now_ms().saturating_sub(started);
+        match probe {
+            Some(Ok(_)) => json!({"state": "ok", "latency_ms": latency_ms}),
+            Some(Err(_)) => json!({"state": "down", "error": "unavailable", "latency_ms": latency_ms}),
+            None => json!({"state": "down", "error": "timeout", "latency_ms": latency_ms}),
+        }
+    };
+    let redis = match &config.upstash {
+        None => json!({"state": "disabled"}),
+        Some(upstash) => {
+            let started = host.now_ms();
+            let ping = Upstash::new(upstash).ping(host).await;
+            let latency_ms = host.now_ms().saturating_sub(started);
+            match ping {
+                Ok(()) => json!({"state": "ok", "latency_ms": latency_ms}),
+                Err(e) => json!({"state": "down", "error": e.kind.word(), "latency_ms": latency_ms}),
+            }
+        }
+    };
+    let all_ok = [&kv, &redis].iter().all(|t| t["state"] != "down");
+    let body = json!({
+        "status": if all_ok { "ok" } else { "degraded" },
+        "tiers": {"edge_kv": kv, "redis": redis},
+        "upstream": {"provider": "openai", "key_configured": config.upstream.api_key.is_some()},
+    });
+    reply::json(StatusCode::OK, body.to_string())
+}
+
+/// A key no entry can have (entry keys are hex digests).
+const HEALTH_KEY: &str = "llmc1:healthz";
+
+pub fn models(config: &Config) -> Response<Body> {
+    let data: Vec<Value> = config
+        .models
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "llm-edge-cache"}))
+        .collect();
+    reply::json(StatusCode::OK, json!({"object": "list", "data": data}).to_string())
+}

@@ -1,0 +1,148 @@
+//! Response assembly: JSON and error bodies, the cache headers, `Server-Timing`, request ids and
+//! CORS. Every response leaves through `finish`, so these headers are the same on every path.
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Response, StatusCode};
+
+use crate::api::envelope::error_body;
+use crate::cache::status::CacheReport;
+use crate::config::Cors;
+use crate::error::ApiError;
+use crate::ports::{Body, Random};
+
+/// Headers a browser page may read from a cross-origin answer.
+const EXPOSE: &str = "cache-status, x-cache, x-cache-tier, age, x-request-id, x-provider, server-timing, retry-after";
+/// Headers a preflight allows when the browser did not say which it needs.
+const DEFAULT_ALLOW_HEADERS: &str = "authorization, content-type, cache-control, x-cache-namespace, x-request-id";
+const MAX_REQUEST_ID: usize = 128;
+
+/// Milliseconds spent in each step, for `Server-Timing`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timing {
+    pub kv_ms: Option<u64>,
+    pub redis_ms: Option<u64>,
+    pub origin_ms: Option<u64>,
+}
+
+impl Timing {
+    pub fn header(&self, total_ms: u64) -> String {
+        let mut parts = Vec::with_capacity(4);
+        for (name, value) in [("kv", self.kv_ms), ("redis", self.redis_ms), ("origin", self.origin_ms)] {
+            if let Some(ms) = value {
+                parts.push(format!("{name};dur={ms}"));
+            }
+        }
+        parts.push(format!("total;dur={total_ms}"));
+        parts.join(", ")
+    }
+}
+
+/// The client's `x-request-id` if it is a sane token, else a new random one.
+pub fn request_id(headers: &HeaderMap, random: &impl Random) -> String {
+    let given = headers.get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| {
+        !v.is_empty()
+            && v.len() <= MAX_REQUEST_ID
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    });
+    match given {
+        Some(id) => id.to_owned(),
+        None => format!("req_{:016x}", random.random_u64()),
+    }
+}
+
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Body::Full(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+pub fn error(err: &ApiError) -> Response<Body> {
+    let mut response = json(err.status, error_body(err));
+    if let Some(seconds) = err.retry_after_s {
+        response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// Sets a header from a string this crate produced; such strings are always valid values.
+pub fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    let value = HeaderValue::from_str(value).expect("header values built by the gateway are visible ASCII");
+    headers.insert(HeaderName::from_static(name), value);
+}
+
+/// Adds the cache headers of `report` to a response.
+pub fn cache_headers(headers: &mut HeaderMap, report: &CacheReport) {
+    set(headers, "x-cache", report.x_cache());
+    if let Some(tier) = report.x_cache_tier() {
+        set(headers, "x-cache-tier", tier);
+    }
+    if let Some(status) = report.cache_status() {
+        set(headers, "cache-status", &status);
+    }
+}
+
+/// The last step of every response: request id, timing and CORS.
+pub fn finish(
+    response: &mut Response<Body>,
+    request_id: &str,
+    timing: &Timing,
+    total_ms: u64,
+    cors: Option<&Cors>,
+    origin: Option<&str>,
+) {
+    let headers = response.headers_mut();
+    set(headers, "x-request-id", request_id);
+    set(headers, "server-timing", &timing.header(total_ms));
+    if let (Some(cors), Some(origin)) = (cors, origin) {
+        if let Some(allowed) = cors.allow(origin) {
+            allow_origin(headers, &allowed);
+            set(headers, "access-control-expose-headers", EXPOSE);
+            set(headers, "timing-allow-origin", &allowed);
+        }
+    }
+}
+
+fn allow_origin(headers: &mut HeaderMap, allowed: &str) {
+    // An origin that is not a valid header value was never in an allow-list: nothing to allow.
+    if let Ok(v) = HeaderValue::from_str(allowed) {
+        headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        headers.append(http::header::VARY, HeaderValue::from_static("Origin"));
+    }
+}
+
+/// Answers a CORS preflight (`OPTIONS`).
+pub fn preflight(cors: &Cors, request: &HeaderMap) -> Response<Body> {
+    let origin = request.get(http::header::ORIGIN).and_then(|v| v.to_str().ok());
+    let Some(origin) = origin else {
+        // Not a browser preflight: say what the gateway supports.
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        set(response.headers_mut(), "allow", "GET, POST, OPTIONS");
+        return response;
+    };
+    let Some(allowed) = cors.allow(origin) else {
+        return error(&ApiError::new(
+            StatusCode::FORBIDDEN,
+            crate::error::ErrorType::Permission,
+            "cors_origin_not_allowed",
+            "This origin is not allowed to call the gateway (see CORS_ALLOWED_ORIGINS).",
+        ));
+    };
+    let asked = request
+        .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.bytes().all(|b| b.is_ascii_alphanumeric() || b", -_".contains(&b)))
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or(DEFAULT_ALLOW_HEADERS);
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    allow_origin(headers, &allowed);
+    set(headers, "access-control-allow-methods", "GET, POST, OPTIONS");
+    set(headers, "access-control-allow-headers", asked);
+    set(headers, "access-control-max-age", "86400");
+    headers.append(http::header::VARY, HeaderValue::from_static("Access-Control-Request-Headers"));
+    response
+}

@@ -1,0 +1,18 @@
+//! llm-edge-cache: an exact-match LLM response cache and gateway that compiles to one WebAssembly
+//! edge function. This file is the module list only; the way of one request is in `gateway`.
+
+pub mod api;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod ports;
+pub mod providers;
+pub mod stores;
+
+/// In-memory ports and a manual clock for host tests of the core. Never compiled into the wasm build.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
+
+#[cfg(all(feature = "cloudflare", target_arch = "wasm32", target_os = "unknown"))]
+mod adapters;

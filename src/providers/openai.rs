@@ -1,0 +1,81 @@
+//! OpenAI chat completions and every OpenAI-compatible endpoint (a base URL ending in the API
+//! version, such as `https://api.openai.com/v1` or a local Ollama's `http://127.0.0.1:11434/v1`).
+//!
+//! The client already speaks this format, so the request is forwarded field for field; the work
+//! here is classifying answers: which failures are the client's (returned as they are), which are
+//! the gateway's or the provider's (retryable, never shown as the client's own fault).
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde_json::Value;
+
+use crate::api::chat::ChatRequest;
+use crate::config::Secret;
+use crate::error::UpstreamError;
+use crate::providers::retry_after_ms;
+
+pub const PROVIDER: &str = "openai";
+
+/// Longest provider error message passed on to a client.
+const MAX_MESSAGE_CHARS: usize = 500;
+
+/// The HTTP request for `request` against an OpenAI-compatible `base_url`.
+pub fn build_request(request: &ChatRequest, base_url: &str, api_key: Option<&Secret>) -> http::Request<Bytes> {
+    let body = serde_json::to_vec(&request.to_json()).expect("a JSON map always serializes");
+    let accept = if request.stream { "text/event-stream" } else { "application/json" };
+    let mut builder = http::Request::post(format!("{base_url}/chat/completions"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::ACCEPT, accept);
+    if let Some(key) = api_key {
+        builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {}", key.expose()));
+    }
+    builder.body(Bytes::from(body)).expect("the base URL was validated when the configuration was read")
+}
+
+/// What a successful answer says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The model the provider says answered (may be more specific than the one requested).
+    pub model: String,
+}
+
+/// Checks a complete 2xx body: only a JSON object with a `choices` array is a chat completion.
+pub fn parse_success(body: &[u8], requested_model: &str) -> Result<Answer, UpstreamError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| UpstreamError::Malformed(format!("not JSON: {e}")))?;
+    let obj = value.as_object().ok_or_else(|| UpstreamError::Malformed("not a JSON object".into()))?;
+    if !obj.get("choices").is_some_and(Value::is_array) {
+        return Err(UpstreamError::Malformed("no choices array".into()));
+    }
+    let model = obj.get("model").and_then(Value::as_str).unwrap_or(requested_model).to_owned();
+    Ok(Answer { model })
+}
+
+/// Classifies a non-2xx answer. `body` is read only for the error message of a client error.
+pub fn classify_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> UpstreamError {
+    let retry_after = retry_after_ms(headers);
+    match status.as_u16() {
+        401 | 403 => UpstreamError::Auth { status: status.as_u16() },
+        429 => UpstreamError::RateLimited { retry_after_ms: retry_after },
+        408 => UpstreamError::Timeout { ms: 0 },
+        400..=499 => match error_details(body) {
+            // A provider-shaped error: the provider judged the client's request.
+            Some((kind, message, param)) => {
+                UpstreamError::ClientRequest { status: status.as_u16(), kind, message, param }
+            }
+            // A bare 404 or 405 without the provider's error shape: a wrong base URL, our fault.
+            None => UpstreamError::Server { status: status.as_u16(), retry_after_ms: retry_after },
+        },
+        code => UpstreamError::Server { status: code, retry_after_ms: retry_after },
+    }
+}
+
+/// `(type, message, param)` of an OpenAI-shaped error body.
+fn error_details(body: &[u8]) -> Option<(String, String, Option<String>)> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let error = value.get("error")?;
+    let message = error.get("message")?.as_str()?;
+    let message: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+    let kind = error.get("type").and_then(Value::as_str).unwrap_or("invalid_request_error").to_owned();
+    let param = error.get("param").and_then(Value::as_str).map(str::to_owned);
+    Some((kind, message, param))
+}
