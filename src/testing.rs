@@ -29,6 +29,11 @@ pub enum Scripted {
     },
     /// Connection failure.
     Fail(String),
+    /// A streaming body that goes silent forever after its chunks (a stalled provider).
+    StallingStream {
+        status: u16,
+        chunks: Vec<Bytes>,
+    },
     /// A streaming body, chunk by chunk; `Err` items break the stream.
     Stream {
         status: u16,
@@ -210,6 +215,15 @@ impl MemHost {
                     }
                     Ok(builder.body(Body::Full(body)).expect("scripted responses are valid"))
                 }
+                Scripted::StallingStream { status, chunks } => {
+                    let items = futures_util::stream::iter(chunks.into_iter().map(Ok));
+                    let stream = futures_util::StreamExt::chain(items, futures_util::stream::pending());
+                    Ok(http::Response::builder()
+                        .status(status)
+                        .header("content-type", "text/event-stream")
+                        .body(Body::Stream(Box::pin(stream)))
+                        .expect("scripted responses are valid"))
+                }
                 Scripted::Stream { status, chunks } => {
                     let items: Vec<Result<Bytes, crate::ports::BodyError>> =
                         chunks.into_iter().map(|c| c.map_err(crate::ports::BodyError)).collect();
@@ -287,5 +301,91 @@ impl Background for MemHost {
 impl Log for MemHost {
     fn log(&self, line: &str) {
         self.state.logs.borrow_mut().push(line.to_owned());
+    }
+}
+
+/// Configuration variables from a list of pairs.
+pub struct MapVars(pub HashMap<String, String>);
+
+impl MapVars {
+    pub fn new(pairs: &[(&str, &str)]) -> MapVars {
+        MapVars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+}
+
+impl crate::ports::Vars for MapVars {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+/// Redis as the Upstash REST API presents it, for host tests: GET, SET (with PX/EX), DEL and PING
+/// on a map with expiry in the host's virtual time. Switchable off to model an outage.
+#[derive(Clone, Default)]
+pub struct MemUpstash {
+    data: Rc<RefCell<HashMap<String, (String, Option<u64>)>>>,
+    down: Rc<Cell<bool>>,
+}
+
+impl MemUpstash {
+    /// Serves `url` on `host`, checking the Bearer `token`.
+    pub fn serve(host: &MemHost, url: &str, token: &str) -> MemUpstash {
+        let upstash = MemUpstash::default();
+        let (me, clock, token) = (upstash.clone(), host.clone(), format!("Bearer {token}"));
+        host.route(url, move |req| me.answer(req, clock.now_ms(), &token));
+        upstash
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.set(down);
+    }
+
+    pub fn raw(&self, key: &str) -> Option<String> {
+        self.data.borrow().get(key).map(|(v, _)| v.clone())
+    }
+
+    pub fn insert_raw(&self, key: &str, value: &str) {
+        self.data.borrow_mut().insert(key.to_owned(), (value.to_owned(), None));
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn answer(&self, req: &http::Request<Bytes>, now_ms: u64, token: &str) -> Scripted {
+        use serde_json::json;
+        if self.down.get() {
+            return Scripted::Fail("connection refused".into());
+        }
+        if req.headers().get("authorization").and_then(|v| v.to_str().ok()) != Some(token) {
+            return Scripted::json(401, &json!({"error": "Unauthorized"}));
+        }
+        let Ok(args) = serde_json::from_slice::<Vec<String>>(req.body()) else {
+            return Scripted::json(400, &json!({"error": "ERR failed to parse command"}));
+        };
+        let mut data = self.data.borrow_mut();
+        data.retain(|_, (_, exp)| exp.is_none_or(|e| e > now_ms));
+        let cmd: Vec<&str> = args.iter().map(String::as_str).collect();
+        let result = match cmd.as_slice() {
+            ["PING"] => json!("PONG"),
+            ["GET", key] => data.get(*key).map_or(json!(null), |(v, _)| json!(v)),
+            ["DEL", key] => json!(i64::from(data.remove(*key).is_some())),
+            ["SET", key, value, rest @ ..] => {
+                let expiry = match rest {
+                    [] => None,
+                    ["PX", ms] => ms.parse::<u64>().ok().map(|ms| now_ms + ms),
+                    ["EX", s] => s.parse::<u64>().ok().map(|s| now_ms + s * 1000),
+                    _ => return Scripted::json(400, &json!({"error": "ERR syntax error"})),
+                };
+                data.insert((*key).to_owned(), ((*value).to_owned(), expiry));
+                json!("OK")
+            }
+            _ => return Scripted::json(400, &json!({"error": "ERR unknown command"})),
+        };
+        Scripted::json(200, &json!({ "result": result }))
     }
 }

@@ -1,0 +1,69 @@
+//! Cache entries: encoding round trip, version and garbage rejection, fresh/stale/expired.
+
+use llm_edge_cache::cache::entry::{Entry, EntryError, Freshness, ENTRY_FORMAT};
+
+const NOW: u64 = 1_767_225_600_000;
+
+fn entry() -> Entry {
+    Entry::new(NOW, 60, 600, "openai", "gpt-4o-mini-2024-07-18", br#"{"choices":[]}"#.to_vec())
+}
+
+#[test]
+fn round_trip_keeps_every_field() {
+    let e = entry();
+    let decoded = Entry::decode(&e.encode()).expect("decodes");
+    assert_eq!(decoded, e);
+    assert_eq!(decoded.format, ENTRY_FORMAT);
+    assert_eq!(decoded.fresh_until_ms, NOW + 60_000);
+    assert_eq!(decoded.stale_until_ms, NOW + 660_000);
+}
+
+#[test]
+fn body_bytes_are_kept_exactly_including_non_utf8() {
+    let body: Vec<u8> = (0..=255u8).collect();
+    let e = Entry::new(NOW, 1, 1, "openai", "m", body.clone());
+    assert_eq!(Entry::decode(&e.encode()).expect("decodes").body, body);
+}
+
+#[test]
+fn another_format_version_is_rejected() {
+    let mut e = entry();
+    e.format = ENTRY_FORMAT + 1;
+    assert_eq!(Entry::decode(&e.encode()), Err(EntryError::UnsupportedFormat { found: ENTRY_FORMAT + 1 }));
+}
+
+#[test]
+fn garbage_is_rejected_not_misread() {
+    for bytes in [&b""[..], b"not msgpack at all", b"\xc1\xc1\xc1", &[0x81, 0xa6, b'f', b'o', b'r', b'm', b'a', b't']] {
+        assert!(matches!(Entry::decode(bytes), Err(EntryError::Malformed(_))), "{bytes:?}");
+    }
+    // A valid MessagePack map of the wrong shape.
+    let other = rmp_serde::to_vec_named(&serde_json::json!({"format": 1, "hello": "world"})).expect("encodes");
+    assert!(matches!(Entry::decode(&other), Err(EntryError::Malformed(_))));
+}
+
+#[test]
+fn inconsistent_times_are_rejected() {
+    let mut e = entry();
+    e.stale_until_ms = e.fresh_until_ms - 1;
+    assert_eq!(Entry::decode(&e.encode()), Err(EntryError::BadTimes));
+}
+
+#[test]
+fn freshness_moves_from_fresh_to_stale_to_expired() {
+    let e = entry();
+    assert_eq!(e.freshness(NOW), Freshness::Fresh { ttl_s: 60 });
+    assert_eq!(e.freshness(NOW + 59_999), Freshness::Fresh { ttl_s: 0 });
+    assert_eq!(e.freshness(NOW + 60_000), Freshness::Stale { stale_for_s: 0 });
+    assert_eq!(e.freshness(NOW + 659_999), Freshness::Stale { stale_for_s: 599 });
+    assert_eq!(e.freshness(NOW + 660_000), Freshness::Expired);
+    assert_eq!(e.age_s(NOW + 5_500), 5);
+}
+
+#[test]
+fn store_ttl_covers_the_stale_window() {
+    let e = entry();
+    assert_eq!(e.store_ttl_s(NOW), 660);
+    assert_eq!(e.store_ttl_s(NOW + 659_001), 1);
+    assert_eq!(e.store_ttl_s(NOW + 700_000), 0);
+}

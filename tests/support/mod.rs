@@ -1,0 +1,140 @@
+//! Shared pieces of the host tests: fixtures, a configured in-memory host, and request helpers.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use llm_edge_cache::config::Config;
+use llm_edge_cache::gateway;
+use llm_edge_cache::ports::Body;
+use llm_edge_cache::testing::{MapVars, MemHost, MemUpstash, Scripted};
+use serde_json::Value;
+
+pub const KEY_A: &str = "sk-test-tenant-a";
+pub const KEY_B: &str = "sk-test-tenant-b";
+pub const UPSTREAM: &str = "http://upstream.test/v1";
+pub const UPSTASH: &str = "http://upstash.test";
+pub const UPSTASH_TOKEN: &str = "upstash-token";
+/// 2026-01-01T00:00:00Z: a plausible "now" so ages and TTLs look real.
+pub const T0: u64 = 1_767_225_600_000;
+
+pub fn fixture(path: &str) -> String {
+    let full = format!("{}/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("fixture {full}: {e}"))
+}
+
+pub fn config_with(extra: &[(&str, &str)]) -> Config {
+    let keys = format!(r#"{{"{KEY_A}":"tenant-a","{KEY_B}":"tenant-b"}}"#);
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("GATEWAY_KEYS", keys.as_str()),
+        ("UPSTREAM_BASE_URL", UPSTREAM),
+        ("OPENAI_API_KEY", "sk-upstream-secret"),
+        ("UPSTASH_REDIS_REST_URL", UPSTASH),
+        ("UPSTASH_REDIS_REST_TOKEN", UPSTASH_TOKEN),
+        ("MODELS", "gpt-4o-mini,gpt-4o"),
+        ("CORS_ALLOWED_ORIGINS", "https://app.example"),
+    ];
+    vars.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+    vars.extend_from_slice(extra);
+    Config::from_vars(&MapVars::new(&vars)).expect("test configuration is valid")
+}
+
+/// A response with its body read.
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    /// Asserts the OpenAI error envelope with this status and code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "status; body {:?}", self.body);
+        let v = self.json();
+        let e = &v["error"];
+        assert_eq!(e["code"], code, "code; body {v}");
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "message; body {v}");
+        assert!(e["type"].as_str().is_some_and(|m| !m.is_empty()), "type; body {v}");
+    }
+}
+
+pub struct World {
+    pub host: MemHost,
+    pub config: Config,
+    pub upstash: MemUpstash,
+}
+
+impl World {
+    pub fn new() -> World {
+        World::with_config(config_with(&[]))
+    }
+
+    pub fn with_config(config: Config) -> World {
+        let host = MemHost::new(T0);
+        let upstash = MemUpstash::serve(&host, UPSTASH, UPSTASH_TOKEN);
+        World { host, config, upstash }
+    }
+
+    /// The provider answers every chat call with `reply`.
+    pub fn upstream(&self, reply: impl Fn(&http::Request<Bytes>) -> Scripted + 'static) {
+        self.host.route(UPSTREAM, reply);
+    }
+
+    /// The provider answers with the OK fixture.
+    pub fn upstream_ok(&self) {
+        let body = fixture("openai/ok.json");
+        self.upstream(move |_| Scripted::Respond {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Bytes::from(body.clone()),
+        });
+    }
+
+    pub fn upstream_calls(&self) -> usize {
+        self.host.sent_to(UPSTREAM).len()
+    }
+
+    pub fn send(&self, request: http::Request<Body>) -> Reply {
+        let response = self.host.block_on(gateway::handle(&self.host, Ok(&self.config), request));
+        let (parts, body) = response.into_parts();
+        let body = self.host.block_on(body.collect(usize::MAX)).expect("body reads");
+        Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+    }
+
+    /// POSTs a chat body with tenant A's key and extra headers.
+    pub fn chat(&self, body: &str, headers: &[(&str, &str)]) -> Reply {
+        self.chat_as(KEY_A, body, headers)
+    }
+
+    pub fn chat_as(&self, key: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = http::Request::post("https://gw.test/v1/chat/completions")
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(Body::Full(Bytes::from(body.to_owned()))).expect("valid request"))
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+pub fn body_with(content: &str) -> String {
+    serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]}).to_string()
+}
+
+pub fn headers_map(pairs: &HashMap<String, String>) -> Vec<(&str, &str)> {
+    pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
