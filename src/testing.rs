@@ -319,11 +319,14 @@ impl crate::ports::Vars for MapVars {
     }
 }
 
+/// A Redis string value and its expiry (ms since the epoch).
+type UpstashValue = (String, Option<u64>);
+
 /// Redis as the Upstash REST API presents it, for host tests: GET, SET (with PX/EX), DEL and PING
 /// on a map with expiry in the host's virtual time. Switchable off to model an outage.
 #[derive(Clone, Default)]
 pub struct MemUpstash {
-    data: Rc<RefCell<HashMap<String, (String, Option<u64>)>>>,
+    data: Rc<RefCell<HashMap<String, UpstashValue>>>,
     down: Rc<Cell<bool>>,
 }
 
