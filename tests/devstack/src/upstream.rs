@@ -1,0 +1,312 @@
+//! A scriptable fake LLM upstream. It answers provider requests (OpenAI chat completions
+//! for now; see `upstream::format` for adding others), records every call, and lets tests
+//! script failures through a control API on the same server:
+//!
+//! - `POST /__control/rules` `{"match","actions":[...],"repeat_last"}` -> `{"id"}`
+//! - `DELETE /__control/rules`, `GET /__control/rules`, `POST /__control/reset`
+//! - `GET /__control/calls?match=SUBSTRING` -> `{"count","calls":[...]}`
+//!
+//! This module is the engine (routing, recording, applying actions, streaming). It must
+//! not render provider JSON itself (the format files do) and is for tests only: the
+//! control API has no auth.
+
+mod format;
+mod openai;
+mod script;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+pub use self::format::{ChatCall, FakeReply, Route, StreamPlan, WireFormat};
+use self::script::Script;
+pub use self::script::{Action, ActionKind, RecordedCall};
+use crate::http_client::HttpRequest;
+use crate::http_server::{bytes_response, json_response, read_body_limited, serve_with};
+use crate::http_server::{BackgroundServer, Body, ServerError};
+use crate::urlcodec::{percent_encode, query_param};
+
+/// Largest request body the fake upstream reads.
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// The wire formats served, tried in order.
+fn formats() -> Vec<Box<dyn WireFormat>> {
+    vec![Box::new(openai::OpenAi)]
+}
+
+struct State {
+    script: Mutex<Script>,
+    formats: Vec<Box<dyn WireFormat>>,
+}
+
+/// Serves the fake upstream on `listener` forever.
+pub async fn serve(listener: TcpListener) {
+    let state = Arc::new(State { script: Mutex::new(Script::default()), formats: formats() });
+    serve_with(listener, move |request| handle(Arc::clone(&state), request)).await;
+}
+
+async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    if let Some(control) = path.strip_prefix("/__control/") {
+        return control_api(&state, control.to_string(), request).await;
+    }
+    let Some((format, route)) = state.formats.iter().find_map(|f| f.route(&path).map(|route| (f.as_ref(), route)))
+    else {
+        return plain_error(StatusCode::NOT_FOUND, &format!("no fake endpoint at {path}"));
+    };
+    if request.method() != Method::POST {
+        let body = format.error_body(405, Some("Method not allowed; use POST."));
+        return json_response(StatusCode::METHOD_NOT_ALLOWED, &body);
+    }
+    let authorization =
+        request.headers().get(http::header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let raw = match read_body_limited(request.into_body(), MAX_BODY_BYTES).await {
+        Ok(Some(raw)) => raw,
+        Ok(None) => {
+            let body = format.error_body(413, None);
+            return json_response(StatusCode::PAYLOAD_TOO_LARGE, &body);
+        }
+        Err(e) => return plain_error(StatusCode::BAD_REQUEST, &format!("cannot read body: {e}")),
+    };
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let parsed = serde_json::from_slice::<Value>(&raw)
+        .map_err(|e| format!("We could not parse the JSON body of your request. ({e})"))
+        .and_then(|value| format.parse(&value, &route));
+    let model = match &parsed {
+        Ok(call) => Some(call.model.clone()),
+        Err(_) => route.model.clone(),
+    };
+    let decision = state.script.lock().expect("script mutex poisoned").on_call(&path, model, authorization, &text);
+    let call = match parsed {
+        Ok(call) => call,
+        Err(message) => {
+            let body = format.error_body(400, Some(&message));
+            return json_response(StatusCode::BAD_REQUEST, &body);
+        }
+    };
+    let action = decision.action;
+    if action.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(action.delay_ms)).await;
+    }
+    let reply = FakeReply::new(decision.n, &call, unix_seconds());
+    let mut response = match action.kind {
+        ActionKind::Ok => success(format, &call, &reply, Duration::ZERO),
+        ActionKind::SlowStream { chunk_delay_ms } => {
+            success(format, &call, &reply, Duration::from_millis(chunk_delay_ms))
+        }
+        ActionKind::Status { status, body, headers } => status_response(format, status, body, &headers),
+        ActionKind::Malformed => {
+            let full = format.completion(&call, &reply).to_string();
+            let cut = &full.as_bytes()[..full.len() / 2];
+            bytes_response(StatusCode::OK, "application/json", Bytes::copy_from_slice(cut))
+        }
+        ActionKind::CutStream { after_chunks } => cut_response(format, &call, &reply, after_chunks),
+    };
+    if let Ok(value) = HeaderValue::from_str(&format!("req_fake_{}", decision.n)) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// A normal answer: JSON, or SSE with `delay` between events.
+fn success(format: &dyn WireFormat, call: &ChatCall, reply: &FakeReply, delay: Duration) -> Response<Body> {
+    if !call.stream {
+        return json_response(StatusCode::OK, &format.completion(call, reply));
+    }
+    let plan = format.stream(call, reply);
+    stream_response(plan.events, delay, false)
+}
+
+/// Sends `events` (each flushed on its own), pausing `delay` between them; if `abort`,
+/// ends by aborting the connection instead of finishing the body.
+fn stream_response(events: Vec<Bytes>, delay: Duration, abort: bool) -> Response<Body> {
+    let (tx, body) = Body::channel();
+    tokio::spawn(async move {
+        for (i, event) in events.into_iter().enumerate() {
+            if i > 0 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if tx.send(Ok(event)).await.is_err() {
+                return; // client went away
+            }
+        }
+        if abort {
+            // Let hyper see an empty channel (Pending) and flush what was sent; an error
+            // right behind the data would abort the connection with the data still buffered.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let cut = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "cut_stream");
+            let _ = tx.send(Err(cut)).await;
+        }
+    });
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Streaming request: the first `after_chunks` events (never the terminal ones), then an
+/// aborted connection. Non-streaming request: half the JSON body, then an abort.
+fn cut_response(format: &dyn WireFormat, call: &ChatCall, reply: &FakeReply, after_chunks: usize) -> Response<Body> {
+    if call.stream {
+        let plan = format.stream(call, reply);
+        let keep = after_chunks.min(plan.terminal_from);
+        let events = plan.events.into_iter().take(keep).collect();
+        return stream_response(events, Duration::ZERO, true);
+    }
+    let full = format.completion(call, reply).to_string();
+    let half = Bytes::copy_from_slice(&full.as_bytes()[..full.len() / 2]);
+    let mut response = stream_response(vec![half], Duration::ZERO, true);
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn status_response(
+    format: &dyn WireFormat,
+    status: u16,
+    body: Option<String>,
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Response<Body> {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = body.unwrap_or_else(|| format.error_body(status, None).to_string());
+    let mut response = bytes_response(code, "application/json", body);
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+fn plain_error(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(status, &json!({ "error": { "message": message } }))
+}
+
+async fn control_api(state: &State, what: String, request: Request<Incoming>) -> Response<Body> {
+    let method = request.method().clone();
+    let query = request.uri().query().map(str::to_string);
+    let body = match read_body_limited(request.into_body(), MAX_BODY_BYTES).await {
+        Ok(Some(body)) => body,
+        _ => return plain_error(StatusCode::BAD_REQUEST, "cannot read control body"),
+    };
+    let mut script = state.script.lock().expect("script mutex poisoned");
+    match (method, what.as_str()) {
+        (Method::POST, "rules") => match parse_rule(&body) {
+            Ok((matcher, actions, repeat_last)) => {
+                let id = script.add_rule(matcher, actions, repeat_last);
+                json_response(StatusCode::OK, &json!({ "id": id }))
+            }
+            Err(message) => plain_error(StatusCode::BAD_REQUEST, &message),
+        },
+        (Method::DELETE, "rules") => {
+            let cleared = script.clear_rules();
+            json_response(StatusCode::OK, &json!({ "cleared": cleared }))
+        }
+        (Method::GET, "rules") => json_response(StatusCode::OK, &script.rules_json()),
+        (Method::POST, "reset") => {
+            script.reset();
+            json_response(StatusCode::OK, &json!({ "ok": true }))
+        }
+        (Method::GET, "calls") => {
+            let matcher = query_param(query.as_deref(), "match");
+            let calls = script.calls(matcher.as_deref());
+            let body = json!({ "count": calls.len(), "calls": calls });
+            json_response(StatusCode::OK, &body)
+        }
+        (_, "rules" | "reset" | "calls") => plain_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        _ => plain_error(StatusCode::NOT_FOUND, "unknown control endpoint"),
+    }
+}
+
+fn parse_rule(body: &[u8]) -> Result<(String, Vec<Action>, bool), String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))?;
+    let matcher = value.get("match").and_then(Value::as_str).ok_or("a rule needs a string \"match\"")?.to_string();
+    let actions = value
+        .get("actions")
+        .and_then(Value::as_array)
+        .ok_or("a rule needs an \"actions\" array")?
+        .iter()
+        .map(Action::from_json)
+        .collect::<Result<Vec<_>, _>>()?;
+    let repeat_last = value.get("repeat_last").and_then(Value::as_bool).unwrap_or(false);
+    Ok((matcher, actions, repeat_last))
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A fake upstream running in a background thread. Dropping it shuts it down.
+///
+/// The blocking helpers panic with a clear message if the control API fails: they are
+/// meant for tests.
+pub struct UpstreamHandle {
+    server: BackgroundServer,
+}
+
+/// Starts a fake upstream on `127.0.0.1:0`.
+pub fn try_spawn_upstream() -> Result<UpstreamHandle, ServerError> {
+    let server = BackgroundServer::start("upstream", serve)?;
+    Ok(UpstreamHandle { server })
+}
+
+/// Like [`try_spawn_upstream`], panicking if it cannot start (for tests).
+pub fn spawn_upstream() -> UpstreamHandle {
+    try_spawn_upstream().expect("start the fake upstream")
+}
+
+impl UpstreamHandle {
+    /// Base URL, e.g. `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.addr()
+    }
+
+    /// Adds a rule; `actions` is a JSON array of actions. Returns the rule id.
+    pub fn add_rule(&self, matcher: &str, actions: Value, repeat_last: bool) -> u64 {
+        let body = json!({ "match": matcher, "actions": actions, "repeat_last": repeat_last });
+        let value = self.control("POST", "rules", Some(&body));
+        value["id"].as_u64().unwrap_or_else(|| panic!("control API returned no rule id: {value}"))
+    }
+
+    /// Number of recorded calls whose raw body contains `matcher`.
+    pub fn calls(&self, matcher: &str) -> usize {
+        self.calls_detail(matcher).len()
+    }
+
+    /// The recorded calls whose raw body contains `matcher`, as JSON objects.
+    pub fn calls_detail(&self, matcher: &str) -> Vec<Value> {
+        let path = format!("calls?match={}", percent_encode(matcher.as_bytes()));
+        let value = self.control("GET", &path, None);
+        value["calls"].as_array().cloned().unwrap_or_else(|| panic!("control API returned no calls: {value}"))
+    }
+
+    /// Removes every rule.
+    pub fn clear_rules(&self) {
+        self.control("DELETE", "rules", None);
+    }
+
+    /// Removes every rule and recorded call.
+    pub fn reset(&self) {
+        self.control("POST", "reset", None);
+    }
+
+    fn control(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let url = format!("{}/__control/{path}", self.url());
+        let mut request = HttpRequest::new(method, &url).timeout(Duration::from_secs(10));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().unwrap_or_else(|e| panic!("fake upstream control {method} {path} failed: {e}"));
+        assert_eq!(response.status, 200, "fake upstream control {method} {path}: {}", response.text());
+        response.json().unwrap_or_else(|e| panic!("fake upstream control {method} {path}: {e}"))
+    }
+}
