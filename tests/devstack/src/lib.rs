@@ -27,9 +27,11 @@ pub mod http_server;
 pub mod redis_pool;
 pub mod redis_server;
 pub mod resp;
+pub mod stack;
 pub mod upstash;
 pub mod upstream;
 pub mod urlcodec;
+pub mod worker;
 
 pub use http_client::{HttpClientError, HttpRequest, HttpResponse};
 pub use redis_server::{RedisServer, RedisServerError};

@@ -1,0 +1,66 @@
+//! `devstack up`: runs the function locally on its embedded defaults: workerd (wrangler dev)
+//! with local KV, a real redis-server behind the Upstash-compatible REST endpoint, and the fake
+//! upstream, or real OpenAI when OPENAI_API_KEY is set. Prints the URL and examples; Ctrl-C stops
+//! everything. The worker must already be built (`npm start` builds it).
+
+use anyhow::Context as _;
+use devstack::cli::parse_flags;
+use devstack::stack::{Stack, StackOptions, Upstream, KEY_A};
+
+const USAGE: &str = "usage: devstack up [--port 8787]";
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() != Some("up") {
+        anyhow::bail!("{USAGE}");
+    }
+    let flags = parse_flags(args, &["port"], USAGE)?;
+    let port: u16 = flags.get("port").map_or(Ok(8787), |p| p.parse()).context("--port must be a port number")?;
+    let upstream = match std::env::var("OPENAI_API_KEY") {
+        Ok(key) if !key.trim().is_empty() => Upstream::Real {
+            base_url: std::env::var("UPSTREAM_BASE_URL").unwrap_or_else(|_| "https://api.openai.com/v1".into()),
+            api_key: key,
+        },
+        _ => Upstream::Fake,
+    };
+    let real = matches!(upstream, Upstream::Real { .. });
+    eprintln!(
+        "starting redis-server, the Upstash REST endpoint, {} and workerd...",
+        if real { "(real OpenAI)" } else { "the fake upstream" }
+    );
+    let stack = Stack::start(StackOptions { upstream, vars: Vec::new(), port })?;
+    let url = stack.url();
+    println!(
+        r#"
+llm-edge-cache is running at {url}
+  tier 1: workerd local KV      tier 2: redis-server via Upstash REST at {upstash}
+  upstream: {upstream}
+  gateway key: {KEY_A}
+
+Try it (run twice: the second answer says x-cache: HIT):
+  curl -si {url}/v1/chat/completions \
+    -H 'authorization: Bearer {KEY_A}' -H 'content-type: application/json' \
+    -d '{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"Say hello"}}]}}'
+
+With the OpenAI SDK (Python):
+  from openai import OpenAI
+  client = OpenAI(base_url="{url}/v1", api_key="{KEY_A}")
+  r = client.chat.completions.with_raw_response.create(
+      model="gpt-4o-mini", messages=[{{"role": "user", "content": "Say hello"}}])
+  print(r.headers.get("x-cache"), r.parse().choices[0].message.content)
+
+Health: curl -s {url}/healthz      Stop: Ctrl-C
+"#,
+        upstash = stack.upstash.url(),
+        upstream = if real {
+            "OpenAI (OPENAI_API_KEY)".to_owned()
+        } else {
+            format!("fake OpenAI-compatible upstream at {}/v1", stack.fake().url())
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(tokio::signal::ctrl_c())?;
+    eprintln!("stopping...");
+    drop(stack);
+    Ok(())
+}

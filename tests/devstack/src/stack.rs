@@ -1,0 +1,100 @@
+//! A whole local deployment: a real redis-server, the Upstash-REST endpoint over it, the fake
+//! upstream (unless a real provider is given), and the worker in workerd wired to all three.
+//! Used by the end-to-end suite (one stack per scenario group) and by `devstack up`.
+//! Must not: hide a part's failure to start (each is an error naming the part).
+
+use crate::redis_server::RedisServer;
+use crate::upstash::{try_spawn_upstash, UpstashHandle};
+use crate::upstream::{try_spawn_upstream, UpstreamHandle};
+use crate::worker::{WorkerError, WorkerProcess};
+
+/// Gateway keys of the local and test deployments (not secrets: loopback only).
+pub const KEY_A: &str = "sk-local-tenant-a";
+pub const KEY_B: &str = "sk-local-tenant-b";
+pub const UPSTASH_TOKEN: &str = "local-upstash-token";
+/// The key the fake upstream expects, so tests can check it is sent and never echoed.
+pub const UPSTREAM_KEY: &str = "sk-fake-upstream-key";
+
+/// Where chat calls go on a double miss.
+pub enum Upstream {
+    /// The scriptable fake (tests, and local runs without a key).
+    Fake,
+    /// A real OpenAI-compatible provider.
+    Real { base_url: String, api_key: String },
+}
+
+pub struct StackOptions {
+    pub upstream: Upstream,
+    /// Extra worker vars; they replace the defaults of the same name.
+    pub vars: Vec<(String, String)>,
+    /// The worker's port; 0 picks a free one.
+    pub port: u16,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions { upstream: Upstream::Fake, vars: Vec::new(), port: 0 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("redis-server did not start: {0}")]
+    Redis(#[from] crate::redis_server::RedisServerError),
+    #[error("the Upstash endpoint did not start: {0}")]
+    Upstash(String),
+    #[error("the fake upstream did not start: {0}")]
+    Upstream(String),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+}
+
+pub struct Stack {
+    // Field order is drop order: the worker stops before the stores it talks to.
+    pub worker: WorkerProcess,
+    pub upstream: Option<UpstreamHandle>,
+    pub upstash: UpstashHandle,
+    pub redis: RedisServer,
+}
+
+impl Stack {
+    pub fn start(options: StackOptions) -> Result<Stack, StackError> {
+        let redis = RedisServer::start()?;
+        let upstash = try_spawn_upstash(redis.addr(), UPSTASH_TOKEN).map_err(|e| StackError::Upstash(e.to_string()))?;
+        let (upstream, base_url, api_key) = match options.upstream {
+            Upstream::Fake => {
+                let fake = try_spawn_upstream().map_err(|e| StackError::Upstream(e.to_string()))?;
+                let base = format!("{}/v1", fake.url());
+                (Some(fake), base, UPSTREAM_KEY.to_owned())
+            }
+            Upstream::Real { base_url, api_key } => (None, base_url, api_key),
+        };
+        let mut vars: Vec<(String, String)> = [
+            ("GATEWAY_KEYS", format!(r#"{{"{KEY_A}":"tenant-a","{KEY_B}":"tenant-b"}}"#)),
+            ("UPSTREAM_BASE_URL", base_url),
+            ("OPENAI_API_KEY", api_key),
+            ("UPSTASH_REDIS_REST_URL", upstash.url()),
+            ("UPSTASH_REDIS_REST_TOKEN", UPSTASH_TOKEN.to_owned()),
+            ("MODELS", "gpt-4o-mini,gpt-4o".to_owned()),
+            ("CORS_ALLOWED_ORIGINS", "*".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in options.vars {
+            vars.retain(|(existing, _)| *existing != k);
+            vars.push((k, v));
+        }
+        let worker = WorkerProcess::start(&vars, options.port)?;
+        Ok(Stack { worker, upstream, upstash, redis })
+    }
+
+    pub fn url(&self) -> String {
+        self.worker.url()
+    }
+
+    /// The fake upstream; panics on a stack that talks to a real provider.
+    pub fn fake(&self) -> &UpstreamHandle {
+        self.upstream.as_ref().expect("this stack uses the fake upstream")
+    }
+}
