@@ -1,0 +1,161 @@
+//! The layered cache on the real runtime: miss then hit, tier-2 hit with tier-1 backfill,
+//! request controls, tenant and namespace isolation, what the provider receives.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use devstack::stack::{KEY_A, KEY_B, UPSTREAM_KEY};
+use llm_edge_cache::cache::entry::Entry;
+use serde_json::json;
+
+use crate::client::*;
+use crate::runner::{eventually, Ctx, Scenario};
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        ("cache::miss_then_hit_calls_the_provider_once", miss_then_hit),
+        ("cache::tier_two_hit_backfills_tier_one", tier_two_hit_backfills_tier_one),
+        ("cache::tenants_never_share_entries", tenants_never_share_entries),
+        ("cache::namespaces_split_entries", namespaces_split_entries),
+        ("cache::no_store_neither_reads_nor_writes", no_store),
+        ("cache::no_cache_refreshes_the_entry", no_cache),
+        ("cache::only_if_cached_is_504_on_a_miss", only_if_cached),
+        ("cache::the_provider_gets_the_gateway_key_and_the_request", provider_gets_gateway_key),
+    ]
+}
+
+fn miss_then_hit(ctx: &Ctx) {
+    let s = ctx.shared;
+    let m = marker("hit");
+    let b = body(&m);
+    let miss = chat_a(s, &b);
+    assert_eq!(miss.status, 200, "{}", miss.text());
+    assert_eq!(header(&miss, "x-cache"), "MISS");
+    assert_eq!(header(&miss, "x-cache-tier"), "origin");
+    assert_eq!(header(&miss, "cache-status"), "redis; fwd=uri-miss; stored, edge-kv; fwd=uri-miss; stored");
+    assert_eq!(header(&miss, "x-provider"), "openai");
+    assert!(header(&miss, "server-timing").contains("origin;dur="));
+    assert!(content(&miss).ends_with(&m));
+    wait_cached(s, KEY_A, &b);
+    let hit = chat_a(s, &b);
+    assert_eq!(header(&hit, "x-cache"), "HIT");
+    assert_eq!(header(&hit, "x-cache-tier"), "edge-kv");
+    assert!(header(&hit, "cache-status").starts_with("edge-kv; hit; ttl="));
+    assert!(header(&hit, "age").parse::<u64>().is_ok());
+    assert_eq!(hit.body, miss.body, "the same bytes the provider sent");
+    assert_eq!(s.fake().calls(&m), 1, "the provider was called exactly once");
+}
+
+fn tier_two_hit_backfills_tier_one(ctx: &Ctx) {
+    let s = ctx.shared;
+    let m = marker("backfill");
+    let b = body(&m);
+    let seeded = format!(
+        r#"{{"choices":[{{"index":0,"message":{{"role":"assistant","content":"seeded in redis {m}"}},"finish_reason":"stop"}}]}}"#
+    );
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+    let entry = Entry::new(now - 3_000, 3_600, 600, "openai", "gpt-4o-mini", seeded.clone().into_bytes());
+    let key = key_of("tenant-a", &b);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(entry.encode());
+    assert_eq!(redis(s, json!(["SET", key.as_str(), b64, "PX", "600000"])), "OK");
+
+    let r = chat_a(s, &b);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&r, "x-cache"), "HIT");
+    assert_eq!(header(&r, "x-cache-tier"), "redis");
+    assert!(header(&r, "cache-status").ends_with("edge-kv; fwd=uri-miss; stored"), "{}", header(&r, "cache-status"));
+    assert!(header(&r, "age").parse::<u64>().expect("age") >= 3);
+    assert_eq!(r.text(), seeded);
+    // The backfill runs after the response (waitUntil); tier 1 then answers on its own.
+    let from_kv = eventually(Duration::from_secs(10), "tier 1 backfilled", || {
+        let r = chat(s, KEY_A, &b, &[("cache-control", "only-if-cached")]);
+        (r.header("x-cache-tier") == Some("edge-kv")).then_some(r)
+    });
+    assert_eq!(from_kv.text(), seeded);
+    assert_eq!(s.fake().calls(&m), 0, "no provider call at all");
+}
+
+fn tenants_never_share_entries(ctx: &Ctx) {
+    let s = ctx.shared;
+    let m = marker("tenants");
+    let b = body(&m);
+    let a = chat(s, KEY_A, &b, &[]);
+    wait_cached(s, KEY_A, &b);
+    let b_first = chat(s, KEY_B, &b, &[]);
+    assert_eq!(header(&b_first, "x-cache"), "MISS", "tenant B must not see tenant A's entry");
+    wait_cached(s, KEY_B, &b);
+    assert_eq!(chat(s, KEY_A, &b, &[]).body, a.body);
+    assert_eq!(chat(s, KEY_B, &b, &[]).body, b_first.body);
+    assert_ne!(a.body, b_first.body, "each tenant has its own answer");
+    assert_eq!(s.fake().calls(&m), 2);
+}
+
+fn namespaces_split_entries(ctx: &Ctx) {
+    let s = ctx.shared;
+    let m = marker("ns");
+    let b = body(&m);
+    chat_a(s, &b);
+    wait_cached(s, KEY_A, &b);
+    let other = chat(s, KEY_A, &b, &[("x-cache-namespace", "experiment-2")]);
+    assert_eq!(header(&other, "x-cache"), "MISS");
+    assert_eq!(s.fake().calls(&m), 2);
+}
+
+fn no_store(ctx: &Ctx) {
+    let s = ctx.shared;
+    let m = marker("nostore");
+    let b = body(&m);
+    for _ in 0..2 {
+        let r = chat(s, KEY_A, &b, &[("cache-control", "no-store")]);
+        assert_eq!(r.status, 200);
+        assert_eq!(header(&r, "x-cache"), "BYPASS");
+        assert_eq!(header(&r, "cache-status"), "redis; fwd=request, edge-kv; fwd=request");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_error(&chat(s, KEY_A, &b, &[("cache-control", "only-if-cached")]), 504, "cache_miss");
+    assert_eq!(redis(s, json!(["EXISTS", key_of("tenant-a", &b).as_str()])), 0, "nothing written to Redis");
+    assert_eq!(s.fake().calls(&m), 2);
+}
+
+fn no_cache(ctx: &Ctx) {
+    let s = ctx.shared;
+    let m = marker("nocache");
+    let b = body(&m);
+    let first = chat_a(s, &b);
+    wait_cached(s, KEY_A, &b);
+    let fresh = chat(s, KEY_A, &b, &[("cache-control", "no-cache")]);
+    assert_eq!(header(&fresh, "x-cache"), "BYPASS");
+    assert_eq!(header(&fresh, "cache-status"), "redis; fwd=request; stored, edge-kv; fwd=request; stored");
+    assert_ne!(content(&fresh), content(&first), "a new answer from the provider");
+    let newer = content(&fresh);
+    eventually(Duration::from_secs(10), "the refreshed answer to replace the old one", || {
+        let r = chat(s, KEY_A, &b, &[("cache-control", "only-if-cached")]);
+        (r.status == 200 && content(&r) == newer).then_some(())
+    });
+    assert_eq!(s.fake().calls(&m), 2);
+}
+
+fn only_if_cached(ctx: &Ctx) {
+    let s = ctx.shared;
+    let m = marker("oic");
+    let r = chat(s, KEY_A, &body(&m), &[("cache-control", "only-if-cached")]);
+    assert_error(&r, 504, "cache_miss");
+    assert_eq!(header(&r, "x-cache"), "MISS");
+    assert_eq!(s.fake().calls(&m), 0);
+}
+
+fn provider_gets_gateway_key(ctx: &Ctx) {
+    let s = ctx.shared;
+    let m = marker("fwd");
+    let b = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": m}], "temperature": 0.25, "x_vendor": {"k": [1, 2]}, "user": "end-user-7"});
+    assert_eq!(chat_a(s, &b.to_string()).status, 200);
+    let calls = s.fake().calls_detail(&m);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0]["authorization"],
+        format!("Bearer {UPSTREAM_KEY}"),
+        "the gateway's provider key, never the client's"
+    );
+    let sent: serde_json::Value = serde_json::from_str(calls[0]["body"].as_str().expect("body")).expect("json");
+    assert_eq!(sent, b, "every field forwarded unchanged");
+}

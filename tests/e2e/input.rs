@@ -1,0 +1,126 @@
+//! What clients see on the real runtime: the bad-input matrix from `fixtures/bad_input.json`
+//! (the same cases the host tests run), CORS, `/v1/models`, `/healthz`, request ids.
+
+use devstack::stack::{KEY_A, UPSTASH_TOKEN, UPSTREAM_KEY};
+use devstack::HttpRequest;
+use serde_json::Value;
+
+use crate::client::*;
+use crate::runner::{Ctx, Scenario};
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        ("input::every_bad_input_gets_its_error", bad_input_matrix),
+        ("input::cors_preflight_and_headers", cors),
+        ("input::models_and_healthz", models_and_healthz),
+        ("input::request_ids_are_kept_or_made", request_ids),
+    ]
+}
+
+/// Matches MAX_BODY_BYTES of the shared stack.
+const BODY_LIMIT: usize = 65536;
+
+fn bad_input_matrix(ctx: &Ctx) {
+    let s = ctx.shared;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/bad_input.json");
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
+    for case in all["cases"].as_array().expect("cases") {
+        let name = case["name"].as_str().expect("name");
+        let mut req = HttpRequest::new(
+            case["method"].as_str().expect("method"),
+            &format!("{}{}", s.url(), case["path"].as_str().expect("path")),
+        )
+        .header("content-type", case["content_type"].as_str().unwrap_or("application/json"));
+        match &case["auth"] {
+            Value::Bool(false) => {}
+            Value::String(v) => req = req.header("authorization", v),
+            _ => req = req.header("authorization", &format!("Bearer {KEY_A}")),
+        }
+        if let Some(headers) = case["headers"].as_object() {
+            for (k, v) in headers {
+                req = req.header(k, v.as_str().expect("value"));
+            }
+        }
+        let body = if case["oversize"] == true {
+            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(BODY_LIMIT))
+        } else {
+            case["body"].as_str().unwrap_or("").to_owned()
+        };
+        if case["method"] != "GET" {
+            req = req.body(body.into_bytes());
+        }
+        let r = req.send().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (status, code) = (case["status"].as_u64().expect("status") as u16, case["code"].as_str().expect("code"));
+        assert_eq!(r.status, status, "{name}: {}", r.text());
+        assert_error(&r, status, code);
+        if let Some(param) = case["param"].as_str() {
+            assert_eq!(json_of(&r)["error"]["param"], param, "{name}");
+        }
+        assert!(r.header("x-request-id").is_some(), "{name}");
+    }
+}
+
+fn cors(ctx: &Ctx) {
+    let s = ctx.shared;
+    let preflight = |origin: &str| {
+        HttpRequest::new("OPTIONS", &format!("{}/v1/chat/completions", s.url()))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type, x-stainless-lang")
+            .send()
+            .expect("preflight")
+    };
+    let ok = preflight("https://app.example");
+    assert_eq!(ok.status, 204);
+    assert_eq!(header(&ok, "access-control-allow-origin"), "https://app.example");
+    assert!(header(&ok, "access-control-allow-methods").contains("POST"));
+    assert_eq!(header(&ok, "access-control-allow-headers"), "authorization, content-type, x-stainless-lang");
+    assert_error(&preflight("https://evil.example"), 403, "cors_origin_not_allowed");
+
+    let m = marker("cors");
+    let r = chat(s, KEY_A, &body(&m), &[("origin", "https://app.example")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(header(&r, "access-control-allow-origin"), "https://app.example");
+    assert!(header(&r, "access-control-expose-headers").contains("x-cache"));
+    let other = chat(s, KEY_A, &body(&m), &[("origin", "https://evil.example")]);
+    assert_eq!(other.header("access-control-allow-origin"), None);
+}
+
+fn models_and_healthz(ctx: &Ctx) {
+    let s = ctx.shared;
+    let models = HttpRequest::get(&format!("{}/v1/models", s.url()))
+        .header("authorization", &format!("Bearer {KEY_A}"))
+        .send()
+        .expect("models");
+    assert_eq!(models.status, 200);
+    let ids: Vec<String> = json_of(&models)["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids, ["gpt-4o-mini", "gpt-4o"]);
+
+    let health = HttpRequest::get(&format!("{}/healthz", s.url())).send().expect("healthz");
+    assert_eq!(health.status, 200);
+    let h = json_of(&health);
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["tiers"]["edge_kv"]["state"], "ok");
+    assert_eq!(h["tiers"]["redis"]["state"], "ok");
+    let text = health.text();
+    for secret in [UPSTASH_TOKEN, UPSTREAM_KEY, KEY_A, "127.0.0.1"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+}
+
+fn request_ids(ctx: &Ctx) {
+    let s = ctx.shared;
+    let m = marker("rid");
+    let given = chat(s, KEY_A, &body(&m), &[("x-request-id", "client-trace-42")]);
+    assert_eq!(header(&given, "x-request-id"), "client-trace-42");
+    let made = chat_a(s, &body(&m));
+    let id = header(&made, "x-request-id");
+    assert!(id.starts_with("req_") && id.len() == 20, "{id}");
+    let bad = chat(s, KEY_A, &body(&m), &[("x-request-id", "has spaces and; semicolons")]);
+    assert!(header(&bad, "x-request-id").starts_with("req_"), "an unsafe id is replaced");
+}

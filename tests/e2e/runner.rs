@@ -1,0 +1,158 @@
+//! Runs the scenarios: starts the shared stack per host, runs scenarios on a few threads, catches
+//! each scenario's panic as its failure, stops every stack, prints libtest's summary line.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use devstack::stack::{Stack, StackOptions};
+
+/// The hosts every scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    Cloudflare,
+}
+
+impl Host {
+    pub fn all() -> &'static [Host] {
+        &[Host::Cloudflare]
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Host::Cloudflare => "cloudflare",
+        }
+    }
+}
+
+/// What a scenario gets: the host, the shared stack of that host, and a way to start its own.
+pub struct Ctx<'a> {
+    pub host: Host,
+    pub shared: &'a Stack,
+}
+
+impl Ctx<'_> {
+    /// A stack of this scenario's own, with these worker vars over the shared stack's.
+    pub fn own_stack(&self, vars: &[(&str, &str)]) -> Stack {
+        let mut all = shared_vars();
+        all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Stack::start(StackOptions { vars: all, ..StackOptions::default() })
+            .unwrap_or_else(|e| panic!("own stack for {:?}: {e}", self.host))
+    }
+}
+
+/// Worker vars of the shared stack: small limits so limits and timeouts are quick to hit.
+pub fn shared_vars() -> Vec<(String, String)> {
+    [
+        ("MAX_BODY_BYTES", "65536"),
+        ("UPSTREAM_TIMEOUT_MS", "3000"),
+        ("UPSTREAM_STREAM_IDLE_TIMEOUT_MS", "1500"),
+        ("CORS_ALLOWED_ORIGINS", "https://app.example"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+pub type Scenario = (&'static str, fn(&Ctx));
+
+fn scenarios() -> Vec<Scenario> {
+    let mut all = Vec::new();
+    all.extend(crate::cache::scenarios());
+    all.extend(crate::failopen::scenarios());
+    all.extend(crate::upstream::scenarios());
+    all.extend(crate::input::scenarios());
+    all
+}
+
+const THREADS: usize = 4;
+
+pub fn main() {
+    let started = Instant::now();
+    // Names given on the command line (not flags) select scenarios by substring.
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let selected: Vec<Scenario> = scenarios()
+        .into_iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    let filtered_out = scenarios().len() - selected.len();
+    let passed = AtomicUsize::new(0);
+    let failures: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+    // Silence the default panic message: failures are reported once, below, with their name.
+    std::panic::set_hook(Box::new(|_| {}));
+    for &host in Host::all() {
+        println!("starting the shared {} stack...", host.name());
+        let shared = match Stack::start(StackOptions { vars: shared_vars(), ..StackOptions::default() }) {
+            Ok(s) => s,
+            Err(e) => {
+                println!("the shared {} stack did not start: {e}", host.name());
+                failures.lock().expect("lock").push((format!("{}::<stack>", host.name()), e.to_string()));
+                continue;
+            }
+        };
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..THREADS {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some((name, run)) = selected.get(i) else { break };
+                    let full = format!("{}::{name}", host.name());
+                    let t = Instant::now();
+                    let ctx = Ctx { host, shared: &shared };
+                    match catch_unwind(AssertUnwindSafe(|| run(&ctx))) {
+                        Ok(()) => {
+                            passed.fetch_add(1, Ordering::SeqCst);
+                            println!("test {full} ... ok ({:.1}s)", t.elapsed().as_secs_f64());
+                        }
+                        Err(panic) => {
+                            let why = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_else(|| "panicked".into());
+                            println!("test {full} ... FAILED ({:.1}s)", t.elapsed().as_secs_f64());
+                            failures.lock().expect("lock").push((full, why));
+                        }
+                    }
+                });
+            }
+        });
+        let worker_log = shared.worker.log();
+        if !failures.lock().expect("lock").is_empty() {
+            let tail: Vec<&str> = worker_log.lines().rev().take(40).collect();
+            println!("\n--- last lines of the shared {} worker log ---", host.name());
+            for line in tail.iter().rev() {
+                println!("{line}");
+            }
+        }
+        drop(shared);
+    }
+    let failures = failures.into_inner().expect("lock");
+    for (name, why) in &failures {
+        println!("\n---- {name} ----\n{why}");
+    }
+    let passed = passed.load(Ordering::SeqCst);
+    let status = if failures.is_empty() { "ok" } else { "FAILED" };
+    println!(
+        "\ntest result: {status}. {passed} passed; {} failed; 0 ignored; 0 measured; {filtered_out} filtered out; finished in {:.2}s",
+        failures.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !failures.is_empty() {
+        std::process::exit(1);
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `limit`.
+pub fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
