@@ -1,5 +1,6 @@
 //! Every bad input from `fixtures/bad_input.json` gets its OpenAI-shaped error with the right
 //! status, and never reaches the provider. The end-to-end suite runs the same matrix on workerd.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod support;
 

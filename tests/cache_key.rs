@@ -1,4 +1,5 @@
 //! The cache key: pinned digests, canonical form, the deny-list, tenant and namespace separation.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod support;
 

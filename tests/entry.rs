@@ -1,4 +1,5 @@
 //! Cache entries: encoding round trip, version and garbage rejection, fresh/stale/expired.
+#![cfg(not(target_arch = "wasm32"))]
 
 use llm_edge_cache::cache::entry::{Entry, EntryError, Freshness, ENTRY_FORMAT};
 

@@ -1,5 +1,6 @@
 //! The layered lookup end to end on the in-memory host: tiers, backfill, fail-open, stale-if-error,
 //! request controls, tenant isolation, streaming pass-through and the provider error mapping.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod support;
 

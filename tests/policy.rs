@@ -1,4 +1,5 @@
 //! Request cache controls: Cache-Control directives, the namespace header, streaming bypass.
+#![cfg(not(target_arch = "wasm32"))]
 
 use http::HeaderMap;
 use llm_edge_cache::cache::policy::{Bypass, Policy};
