@@ -8,6 +8,9 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::ports::Vars;
+use crate::routing::backoff::RetryPolicy;
+use crate::routing::breaker::BreakerConfig;
+use crate::routing::table::{ProviderKind, RouteTable, Target, TargetDefaults};
 
 /// A value that must never reach a log line or a response.
 #[derive(Clone, PartialEq, Eq)]
@@ -54,14 +57,13 @@ impl Cors {
     }
 }
 
-/// The one OpenAI-compatible provider of this version.
+/// How provider calls are bounded (per target settings in `ROUTES` override the first two).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
-    /// Base URL up to and including the version, e.g. `https://api.openai.com/v1`.
-    pub base_url: String,
-    pub api_key: Option<Secret>,
-    /// Bound on a whole non-streaming call, and on the wait for a stream's first byte.
+    /// Bound on one non-streaming attempt, and on the wait for a stream's first byte.
     pub timeout_ms: u64,
+    /// Bound on the whole request across every attempt and target.
+    pub deadline_ms: u64,
     /// Bound on the silence between two chunks of a stream.
     pub stream_idle_timeout_ms: u64,
     /// Answers larger than this are not accepted (and so never stored).
@@ -75,10 +77,14 @@ pub struct UpstashConfig {
     pub timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     tenants: Tenants,
     pub upstream: UpstreamConfig,
+    /// Which targets answer which model.
+    pub routes: RouteTable,
+    pub retry: RetryPolicy,
+    pub breaker: BreakerConfig,
     /// Tier 2; `None` when not configured (the gateway then runs on tier 1 alone).
     pub upstash: Option<UpstashConfig>,
     pub fresh_ttl_s: u64,
@@ -87,7 +93,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_entry_bytes: usize,
     pub cors: Cors,
-    /// Model names listed by `GET /v1/models`.
+    /// Model names listed by `GET /v1/models` (`MODELS`, else the routed models).
     pub models: Vec<String>,
 }
 
@@ -117,11 +123,41 @@ impl Config {
     pub fn from_vars(vars: &impl Vars) -> Result<Config, ConfigError> {
         let mut r = Reader { vars, problems: Vec::new() };
         let tenants = Tenants(r.tenants("GATEWAY_KEYS"));
-        let base_url = r.url("UPSTREAM_BASE_URL").unwrap_or_else(|| DEFAULT_UPSTREAM.to_owned());
+        let defaults = TargetDefaults { default_max_tokens: r.number("DEFAULT_MAX_TOKENS", 4096, 1, 1_000_000) };
+        let routes = match r.string("ROUTES") {
+            Some(raw) => RouteTable::parse(&raw, vars, &defaults, &mut r.problems),
+            None => {
+                let base_url = r.url("UPSTREAM_BASE_URL").unwrap_or_else(|| DEFAULT_UPSTREAM.to_owned());
+                RouteTable::single(Target {
+                    id: "openai".into(),
+                    kind: ProviderKind::OpenAi,
+                    model: None,
+                    base_url: base_url.trim_end_matches('/').to_owned(),
+                    api_key: r.string("OPENAI_API_KEY").map(Secret),
+                    weight: 1,
+                    priority: 0,
+                    timeout_ms: None,
+                    first_byte_timeout_ms: None,
+                    default_max_tokens: defaults.default_max_tokens,
+                })
+            }
+        };
+        let retry = RetryPolicy {
+            retries: r.number("RETRIES_PER_TARGET", 1, 0, 5) as u32,
+            base_ms: r.number("RETRY_BASE_MS", 250, 1, 60_000),
+            max_ms: r.number("RETRY_MAX_MS", 4_000, 1, 60_000),
+            retry_after_cap_ms: r.number("RETRY_AFTER_CAP_MS", 5_000, 0, 600_000),
+            default_cooldown_ms: r.number("COOLDOWN_DEFAULT_MS", 10_000, 0, 3_600_000),
+        };
+        let breaker = BreakerConfig {
+            error_rate: r.number("BREAKER_ERROR_PERCENT", 5, 1, 100) as f64 / 100.0,
+            window_ms: r.number("BREAKER_WINDOW_SECONDS", 60, 1, 3_600) * 1000,
+            min_requests: r.number("BREAKER_MIN_REQUESTS", 20, 1, 100_000) as u32,
+            open_ms: r.number("BREAKER_OPEN_SECONDS", 30, 1, 3_600) * 1000,
+        };
         let upstream = UpstreamConfig {
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            api_key: r.string("OPENAI_API_KEY").map(Secret),
             timeout_ms: r.number("UPSTREAM_TIMEOUT_MS", 120_000, 1, 600_000),
+            deadline_ms: r.number("UPSTREAM_DEADLINE_MS", 180_000, 1, 900_000),
             stream_idle_timeout_ms: r.number("UPSTREAM_STREAM_IDLE_TIMEOUT_MS", 60_000, 1, 600_000),
             max_response_bytes: r.number("MAX_RESPONSE_BYTES", 8 << 20, 1024, 64 << 20) as usize,
         };
@@ -144,9 +180,14 @@ impl Config {
                 None
             }
         };
+        let listed = r.list("MODELS");
+        let models = if listed.is_empty() { routes.models().map(str::to_owned).collect() } else { listed };
         let config = Config {
             tenants,
             upstream,
+            routes,
+            retry,
+            breaker,
             upstash,
             fresh_ttl_s: r.number("CACHE_FRESH_TTL_SECONDS", 7 * 86_400, 1, 365 * 86_400),
             stale_ttl_s: r.number("CACHE_STALE_TTL_SECONDS", 30 * 86_400, 0, 365 * 86_400),
@@ -154,7 +195,7 @@ impl Config {
             max_body_bytes: r.number("MAX_BODY_BYTES", 4 << 20, 1024, 64 << 20) as usize,
             max_entry_bytes: r.number("MAX_ENTRY_BYTES", 4 << 20, 1024, 24 << 20) as usize,
             cors: r.cors("CORS_ALLOWED_ORIGINS"),
-            models: r.list("MODELS"),
+            models,
         };
         if r.problems.is_empty() {
             Ok(config)

@@ -42,11 +42,13 @@ pub struct ApiError {
     pub param: Option<String>,
     /// Seconds a client should wait before retrying (429, 503).
     pub retry_after_s: Option<u64>,
+    /// When no provider answered: each target tried or skipped, with its failure code, in order.
+    pub failures: Vec<(String, &'static str)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: ErrorType, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, kind, code, message: message.into(), param: None, retry_after_s: None }
+        ApiError { status, kind, code, message: message.into(), param: None, retry_after_s: None, failures: Vec::new() }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -225,5 +227,21 @@ impl UpstreamError {
             UpstreamError::Stream(_) => "its stream broke off".into(),
             other => other.code().into(),
         }
+    }
+}
+
+/// A request feature a provider cannot express. Never dropped silently: the target is skipped,
+/// and when no target can serve the request the client gets a 400 naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{field}' is not supported by {provider}: {reason}")]
+pub struct Unsupported {
+    pub provider: &'static str,
+    pub field: String,
+    pub reason: String,
+}
+
+impl Unsupported {
+    pub fn new(provider: &'static str, field: impl Into<String>, reason: impl Into<String>) -> Unsupported {
+        Unsupported { provider, field: field.into(), reason: reason.into() }
     }
 }

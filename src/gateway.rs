@@ -7,6 +7,7 @@
 //! ports, or read time except from `Clock`.
 
 mod info;
+mod origin;
 mod reply;
 
 use futures_util::future::join;
@@ -23,8 +24,10 @@ use crate::cache::status::{CacheReport, Lookup, Served};
 use crate::config::{Config, ConfigError};
 use crate::error::{ApiError, ErrorType, StoreError, Tier, UpstreamError};
 use crate::ports::{with_timeout, Body, BodyError, BodyStream, CollectError, Host};
-use crate::providers::openai;
+use crate::providers::stream::SseTranslator;
+use crate::routing::table::Target;
 use crate::stores::{kv, upstash::Upstash};
+use origin::{Failure, Outcome};
 
 pub use reply::Timing;
 
@@ -160,11 +163,23 @@ impl<H: Host> Exchange<'_, H> {
             Ok(p) => p,
             Err(e) => return reply::error(&e),
         };
+        let Some(targets) = self.config.routes.targets(&parsed.model) else {
+            let shown: String = parsed.model.chars().take(100).collect();
+            return reply::error(
+                &ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorType::NotFound,
+                    "model_not_found",
+                    format!("The model '{shown}' is not served by this gateway (see GET /v1/models)."),
+                )
+                .with_param("model"),
+            );
+        };
         if parsed.stream {
-            return self.stream(&parsed, &policy).await;
+            return self.stream(&parsed, &policy, targets).await;
         }
         let key = CacheKey::chat(tenant, &policy.namespace, &parsed);
-        self.cached_chat(&parsed, &policy, key).await
+        self.cached_chat(&parsed, &policy, key, targets).await
     }
 
     async fn read_request(&self, headers: &HeaderMap, body: Body) -> Result<ChatRequest, ApiError> {
@@ -200,7 +215,13 @@ impl<H: Host> Exchange<'_, H> {
     }
 
     /// The layered lookup and, on a double miss, the provider.
-    async fn cached_chat(&mut self, request: &ChatRequest, policy: &Policy, key: CacheKey) -> Response<Body> {
+    async fn cached_chat(
+        &mut self,
+        request: &ChatRequest,
+        policy: &Policy,
+        key: CacheKey,
+        targets: &[Target],
+    ) -> Response<Body> {
         let mut report = CacheReport::new();
         let mut stale: Option<(Tier, Entry)> = None;
         let upstash = self.config.upstash.as_ref().map(Upstash::new);
@@ -243,53 +264,52 @@ impl<H: Host> Exchange<'_, H> {
         }
 
         let started = self.host.now_ms();
-        let result = self.call_origin(request).await;
+        let outcome = self.call_targets(request, targets).await;
         self.timing.origin_ms = Some(self.host.now_ms().saturating_sub(started));
-        match result {
-            Ok((body, answer)) => {
+        match outcome {
+            Outcome::Answered { value: answer, target, attempts, fallback } => {
                 report.served = if policy.bypass.is_some() { Served::Bypass } else { Served::Origin };
                 if policy.write {
-                    let entry_fits = body.len() + 512 <= self.config.max_entry_bytes;
-                    if entry_fits {
+                    if answer.body.len() + 512 <= self.config.max_entry_bytes {
                         let now = self.host.now_ms();
-                        let entry = Entry::new(
-                            now,
-                            self.config.fresh_ttl_s,
-                            self.config.stale_ttl_s,
-                            openai::PROVIDER,
-                            &answer.model,
-                            body.to_vec(),
-                        );
+                        let (fresh, stale) = (self.config.fresh_ttl_s, self.config.stale_ttl_s);
+                        let entry = Entry::new(now, fresh, stale, &target.id, &answer.model, answer.body.to_vec());
                         report.kv.stored = true;
                         report.redis.stored = upstash.is_some();
                         self.write_back(key, entry, true, upstash.is_some());
                     } else {
-                        self.log(
-                            "warn",
-                            "entry_too_large",
-                            json!({"bytes": body.len(), "limit": self.config.max_entry_bytes}),
-                        );
+                        let fields = json!({"bytes": answer.body.len(), "limit": self.config.max_entry_bytes});
+                        self.log("warn", "entry_too_large", fields);
                     }
                 }
-                let mut response = reply::json(StatusCode::OK, body);
+                let mut response = reply::json(StatusCode::OK, answer.body);
                 reply::cache_headers(response.headers_mut(), &report);
-                reply::set(response.headers_mut(), "x-provider", openai::PROVIDER);
+                routing_headers(response.headers_mut(), &target.id, attempts, fallback);
                 response
             }
-            Err(failure) => {
-                self.log(
-                    "warn",
-                    "upstream_failed",
-                    json!({"provider": openai::PROVIDER, "code": failure.code(), "detail": failure.to_string()}),
-                );
-                match stale {
-                    Some((tier, entry)) if failure.retryable() => self.serve_stale(tier, entry, report, &failure),
-                    _ => {
-                        let mut response = reply::error(&failure.to_api_error());
+            Outcome::ClientError { error, attempts } => {
+                let mut response = reply::error(&error.to_api_error());
+                reply::cache_headers(response.headers_mut(), &report);
+                reply::set(response.headers_mut(), "x-attempts", &attempts.to_string());
+                response
+            }
+            Outcome::AllFailed { failures, last, attempts, retry_after_ms } => {
+                let error = all_failed(&failures, last.as_ref(), retry_after_ms);
+                let mut response = match stale {
+                    Some((tier, entry)) => self.serve_stale(tier, entry, report, error.code),
+                    None => {
+                        let mut response = reply::error(&error);
                         reply::cache_headers(response.headers_mut(), &report);
                         response
                     }
-                }
+                };
+                reply::set(response.headers_mut(), "x-attempts", &attempts.to_string());
+                response
+            }
+            Outcome::Unsupported(reasons) => {
+                let mut response = reply::error(&unsupported(&reasons));
+                reply::cache_headers(response.headers_mut(), &report);
+                response
             }
         }
     }
@@ -365,13 +385,7 @@ impl<H: Host> Exchange<'_, H> {
         response
     }
 
-    fn serve_stale(
-        &self,
-        tier: Tier,
-        entry: Entry,
-        mut report: CacheReport,
-        failure: &UpstreamError,
-    ) -> Response<Body> {
+    fn serve_stale(&self, tier: Tier, entry: Entry, mut report: CacheReport, reason: &str) -> Response<Body> {
         let now = self.host.now_ms();
         let past_s = now.saturating_sub(entry.fresh_until_ms) / 1000;
         report.tier_mut(tier).lookup = Lookup::ServedStale { past_s };
@@ -383,36 +397,13 @@ impl<H: Host> Exchange<'_, H> {
         reply::cache_headers(headers, &report);
         headers.insert(http::header::AGE, HeaderValue::from(age));
         reply::set(headers, "x-provider", &provider);
-        reply::set(headers, "x-cache-stale-reason", failure.code());
+        reply::set(headers, "x-cache-stale-reason", reason);
         response
     }
 
-    /// Calls the provider for a complete (non-streaming) answer within the configured timeout.
-    async fn call_origin(&self, request: &ChatRequest) -> Result<(bytes::Bytes, openai::Answer), UpstreamError> {
-        let upstream = &self.config.upstream;
-        let outgoing = openai::build_request(request, &upstream.base_url, upstream.api_key.as_ref());
-        let exchange = async {
-            let response = self.host.fetch(outgoing).await.map_err(|e| UpstreamError::Connect(e.to_string()))?;
-            let status = response.status();
-            let (parts, body) = response.into_parts();
-            let limit = if status.is_success() { upstream.max_response_bytes } else { MAX_ERROR_BODY };
-            let body = body.collect(limit).await.map_err(|e| match e {
-                CollectError::TooLarge { limit } => UpstreamError::TooLarge { limit },
-                CollectError::Read(e) => UpstreamError::Stream(e.0),
-            })?;
-            if status.is_success() {
-                let answer = openai::parse_success(&body, &request.model)?;
-                Ok((body, answer))
-            } else {
-                Err(openai::classify_error(status, &parts.headers, &body))
-            }
-        };
-        let timeout_ms = upstream.timeout_ms;
-        with_timeout(self.host, timeout_ms, exchange).await.unwrap_or(Err(UpstreamError::Timeout { ms: timeout_ms }))
-    }
-
-    /// Streams the provider's answer straight through, uncached (`x-cache: BYPASS`).
-    async fn stream(&mut self, request: &ChatRequest, policy: &Policy) -> Response<Body> {
+    /// Streams the first answering target's stream through, uncached (`x-cache: BYPASS`),
+    /// translated to OpenAI chunks when the provider speaks another format.
+    async fn stream(&mut self, request: &ChatRequest, policy: &Policy, targets: &[Target]) -> Response<Body> {
         let mut report = CacheReport::new();
         report.kv.lookup = Lookup::Bypassed(Bypass::Stream);
         if self.config.upstash.is_some() {
@@ -428,45 +419,50 @@ impl<H: Host> Exchange<'_, H> {
             reply::cache_headers(response.headers_mut(), &report);
             return response;
         }
-        let upstream = &self.config.upstream;
-        let outgoing = openai::build_request(request, &upstream.base_url, upstream.api_key.as_ref());
         let started = self.host.now_ms();
-        let headers_within = with_timeout(self.host, upstream.timeout_ms, self.host.fetch(outgoing)).await;
+        let outcome = self.open_stream(request, targets).await;
         self.timing.origin_ms = Some(self.host.now_ms().saturating_sub(started));
-        let failure = match headers_within {
-            None => UpstreamError::Timeout { ms: upstream.timeout_ms },
-            Some(Err(e)) => UpstreamError::Connect(e.to_string()),
-            Some(Ok(response)) if response.status().is_success() => {
+        let error = match outcome {
+            Outcome::Answered { value: (parts, body), target, attempts, fallback } => {
                 report.served = Served::Bypass;
-                let (parts, body) = response.into_parts();
+                let idle_ms = self.config.upstream.stream_idle_timeout_ms;
+                let include_usage = request
+                    .stream_options
+                    .as_ref()
+                    .and_then(|o| o.get("include_usage"))
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false);
+                let now_s = self.host.now_ms() / 1000;
+                let model = target.model_for(&request.model).to_owned();
+                let translator = SseTranslator::new(&target, &model, now_s, include_usage);
                 let body = match body {
-                    Body::Full(bytes) => Body::Full(bytes),
-                    Body::Stream(s) => {
-                        Body::Stream(idle_bounded(s, self.host.clone(), upstream.stream_idle_timeout_ms))
-                    }
+                    Body::Stream(s) => idle_bounded(s, self.host.clone(), idle_ms),
+                    Body::Full(bytes) => Box::pin(stream::iter([Ok(bytes)])),
                 };
-                let mut response = Response::new(body);
+                let body = match translator {
+                    Some(t) => translated(body, t),
+                    None => body,
+                };
+                let mut response = Response::new(Body::Stream(body));
                 let headers = response.headers_mut();
-                let content_type =
-                    parts.headers.get(CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("text/event-stream"));
+                // A translated stream is ours; an OpenAI-format one keeps the provider's type.
+                let content_type = match parts.headers.get(CONTENT_TYPE) {
+                    Some(v) if speaks_openai(&target) => v.clone(),
+                    _ => HeaderValue::from_static("text/event-stream"),
+                };
                 headers.insert(CONTENT_TYPE, content_type);
                 headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                 reply::cache_headers(headers, &report);
-                reply::set(headers, "x-provider", openai::PROVIDER);
+                routing_headers(headers, &target.id, attempts, fallback);
                 return response;
             }
-            Some(Ok(response)) => {
-                let status = response.status();
-                let (parts, body) = response.into_parts();
-                let body = with_timeout(self.host, upstream.timeout_ms, body.collect(MAX_ERROR_BODY))
-                    .await
-                    .and_then(Result::ok)
-                    .unwrap_or_default();
-                openai::classify_error(status, &parts.headers, &body)
+            Outcome::ClientError { error, .. } => error.to_api_error(),
+            Outcome::AllFailed { failures, last, retry_after_ms, .. } => {
+                all_failed(&failures, last.as_ref(), retry_after_ms)
             }
+            Outcome::Unsupported(reasons) => unsupported(&reasons),
         };
-        self.log("warn", "upstream_failed", json!({"provider": openai::PROVIDER, "code": failure.code(), "detail": failure.to_string(), "stream": true}));
-        let mut response = reply::error(&failure.to_api_error());
+        let mut response = reply::error(&error);
         reply::cache_headers(response.headers_mut(), &report);
         response
     }
@@ -521,6 +517,80 @@ fn idle_bounded<H: Host>(inner: BodyStream, host: H, idle_ms: u64) -> BodyStream
             Some(None) => None,
             Some(Some(Ok(chunk))) => Some((Ok(chunk), Some((inner, host)))),
             Some(Some(Err(e))) => Some((Err(e), None)),
+        }
+    }))
+}
+
+/// `x-provider`, `x-attempts` and, when an earlier target failed, `x-fallback`.
+fn routing_headers(headers: &mut HeaderMap, target: &str, attempts: u32, fallback: bool) {
+    reply::set(headers, "x-provider", target);
+    reply::set(headers, "x-attempts", &attempts.to_string());
+    if fallback {
+        reply::set(headers, "x-fallback", "true");
+    }
+}
+
+fn speaks_openai(target: &Target) -> bool {
+    matches!(
+        target.kind,
+        crate::routing::table::ProviderKind::OpenAi | crate::routing::table::ProviderKind::OpenAiCompatible
+    )
+}
+
+/// The client's answer when no target answered. With one target, its own error (502, 503, 504)
+/// says the most; with several, a 503 that lists each target's failure, in order.
+fn all_failed(failures: &[Failure], last: Option<&UpstreamError>, retry_after_ms: Option<u64>) -> ApiError {
+    let listed: Vec<(String, &'static str)> = failures.iter().map(|f| (f.target.clone(), f.code)).collect();
+    let mut error = match (failures, last) {
+        ([_], Some(last)) => last.to_api_error(),
+        _ => {
+            let summary: Vec<String> = failures.iter().map(|f| format!("{}: {}", f.target, f.code)).collect();
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorType::Api,
+                "all_providers_failed",
+                format!("No provider could answer ({}).", summary.join(", ")),
+            )
+        }
+    };
+    if error.retry_after_s.is_none() {
+        error.retry_after_s = retry_after_ms.map(|ms| ms.div_ceil(1000));
+    }
+    error.failures = listed;
+    error
+}
+
+/// A 400 naming the first field no target could express.
+fn unsupported(reasons: &[crate::error::Unsupported]) -> ApiError {
+    let first = reasons.first().expect("an unsupported outcome has at least one reason");
+    let detail: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+    ApiError::bad_request(
+        "unsupported_parameter",
+        format!("No provider for this model can serve the request: {}.", detail.join("; ")),
+    )
+    .with_param(first.field.clone())
+}
+
+/// Maps a provider's stream through `translator`; a translation error or an unfinished provider
+/// stream ends the client's stream with an error, never with a made-up end.
+fn translated(inner: BodyStream, translator: SseTranslator) -> BodyStream {
+    Box::pin(stream::unfold(Some((inner, translator)), |state| async move {
+        let (mut inner, mut translator) = state?;
+        loop {
+            match inner.next().await {
+                Some(Ok(chunk)) => match translator.push(&chunk) {
+                    Ok(out) if out.is_empty() => continue,
+                    Ok(out) => return Some((Ok(bytes::Bytes::from(out)), Some((inner, translator)))),
+                    Err(e) => return Some((Err(BodyError(e)), None)),
+                },
+                Some(Err(e)) => return Some((Err(e), None)),
+                None => {
+                    return match translator.finish() {
+                        Ok(out) => Some((Ok(bytes::Bytes::from(out)), None)),
+                        Err(e) => Some((Err(BodyError(e)), None)),
+                    }
+                }
+            }
         }
     }))
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod gateway;
 pub mod ports;
 pub mod providers;
+pub mod routing;
 pub mod stores;
 
 /// In-memory ports and a manual clock for host tests of the core. Never compiled into the wasm build.

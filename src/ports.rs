@@ -12,6 +12,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::{select, Either};
 use futures_util::stream::{Stream, StreamExt};
 
+use crate::routing::health::Health;
+
 /// A chunk stream: request bodies read from the client, streaming answers from a provider.
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, BodyError>>>>;
 
@@ -132,9 +134,15 @@ pub trait Vars {
     fn var(&self, name: &str) -> Option<String>;
 }
 
+/// Isolate memory: state that lives as long as the host keeps this instance alive, which neither
+/// host guarantees (a cold start begins empty; what must survive is shared through Redis).
+pub trait Memory {
+    fn health(&self) -> &Health;
+}
+
 /// Everything the gateway needs from a host. Cloning must be cheap: background tasks own a clone.
-pub trait Host: Kv + Http + Clock + Random + Background + Log + Clone + 'static {}
-impl<T: Kv + Http + Clock + Random + Background + Log + Clone + 'static> Host for T {}
+pub trait Host: Kv + Http + Clock + Random + Background + Log + Memory + Clone + 'static {}
+impl<T: Kv + Http + Clock + Random + Background + Log + Memory + Clone + 'static> Host for T {}
 
 /// Runs `fut` for at most `ms` milliseconds of the host's clock; `None` when time ran out.
 pub async fn with_timeout<C: Clock + ?Sized, F: Future>(clock: &C, ms: u64, fut: F) -> Option<F::Output> {

@@ -69,6 +69,7 @@ struct State {
     logs: RefCell<Vec<String>>,
     sent: RefCell<Vec<http::Request<Bytes>>>,
     routes: RefCell<Vec<(String, Responder)>>,
+    health: crate::routing::health::Health,
 }
 
 #[derive(Clone, Default)]
@@ -298,6 +299,12 @@ impl Background for MemHost {
     }
 }
 
+impl crate::ports::Memory for MemHost {
+    fn health(&self) -> &crate::routing::health::Health {
+        &self.state.health
+    }
+}
+
 impl Log for MemHost {
     fn log(&self, line: &str) {
         self.state.logs.borrow_mut().push(line.to_owned());
@@ -376,6 +383,8 @@ impl MemUpstash {
         let result = match cmd.as_slice() {
             ["PING"] => json!("PONG"),
             ["GET", key] => data.get(*key).map_or(json!(null), |(v, _)| json!(v)),
+            ["MGET", keys @ ..] => json!(keys.iter().map(|k| data.get(*k).map(|(v, _)| v.clone())).collect::<Vec<_>>()),
+            ["EXISTS", key] => json!(i64::from(data.contains_key(*key))),
             ["DEL", key] => json!(i64::from(data.remove(*key).is_some())),
             ["SET", key, value, rest @ ..] => {
                 let expiry = match rest {

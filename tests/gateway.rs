@@ -30,9 +30,11 @@ fn miss_then_hit_calls_the_provider_once() {
     assert_eq!(first.header("x-provider"), Some("openai"));
     assert!(first.header("x-request-id").is_some_and(|id| id.starts_with("req_")));
     assert!(first.header("server-timing").is_some_and(|t| t.contains("origin;dur=") && t.contains("total;dur=")));
-    // The answer went out before the writes: they are still pending.
-    assert_eq!(w.host.pending_background(), 1);
+    // The answer went out before the writes: nothing is stored yet.
+    let key = key_for("tenant-a", &body);
+    assert!(w.host.kv_raw(key.as_str()).is_none() && w.upstash.is_empty());
     w.host.run_background();
+    assert!(w.host.kv_raw(key.as_str()).is_some() && w.upstash.raw(key.as_str()).is_some());
 
     w.host.advance(5_000);
     let second = w.chat(&body, &[]);
@@ -199,11 +201,11 @@ fn no_store_neither_reads_nor_writes() {
     assert_eq!(r.header("x-cache"), Some("BYPASS"));
     assert_eq!(r.header("cache-status"), Some("redis; fwd=request, edge-kv; fwd=request"));
     assert_eq!(w.upstream_calls(), 2);
-    assert_eq!(w.host.pending_background(), 0, "nothing written");
     let other = w.chat(&body_with("never stored"), &[("cache-control", "no-store")]);
     assert_eq!(other.status, 200);
-    assert_eq!(w.host.pending_background(), 0);
-    assert_eq!(w.host.kv_keys().len(), keys_before);
+    w.host.run_background();
+    assert_eq!(w.host.kv_keys().len(), keys_before, "nothing written");
+    assert!(w.upstash.raw(key_for("tenant-a", &body_with("never stored")).as_str()).is_none());
 }
 
 #[test]
@@ -296,7 +298,8 @@ fn only_complete_successful_answers_are_stored() {
         let cell = std::cell::RefCell::new(Some(scripted));
         w.upstream(move |_| cell.borrow_mut().take().expect("one call"));
         w.chat(&body_with(&format!("bad {i}")), &[]).assert_error(status, code);
-        assert_eq!(w.host.pending_background(), 0, "case {i}: nothing stored");
+        w.host.run_background();
+        assert!(w.host.kv_keys().is_empty() && w.upstash.is_empty(), "case {i}: nothing stored");
     }
 }
 
@@ -375,7 +378,8 @@ fn streaming_is_passed_through_uncached() {
     assert_eq!(r.header("x-cache"), Some("BYPASS"));
     assert_eq!(r.header("cache-status"), Some("redis; fwd=bypass, edge-kv; fwd=bypass"));
     assert_eq!(r.body, Bytes::from(sse));
-    assert_eq!(w.host.pending_background(), 0, "streams are not stored");
+    w.host.run_background();
+    assert!(w.host.kv_keys().is_empty() && w.upstash.is_empty(), "streams are not stored");
 }
 
 #[test]
@@ -475,7 +479,8 @@ fn oversize_answers_are_served_but_not_stored() {
     let r = w.chat(&body_with("big"), &[]);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("cache-status"), Some("redis; fwd=uri-miss, edge-kv; fwd=uri-miss"));
-    assert_eq!(w.host.pending_background(), 0);
+    w.host.run_background();
+    assert!(w.host.kv_keys().is_empty() && w.upstash.is_empty());
     assert!(w.host.logs().iter().any(|l| l.contains("entry_too_large")));
 }
 

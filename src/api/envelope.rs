@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::error::ApiError;
 
 pub fn error_body(err: &ApiError) -> Bytes {
-    let body = json!({
+    let mut body = json!({
         "error": {
             "message": err.message,
             "type": err.kind.as_str(),
@@ -15,5 +15,10 @@ pub fn error_body(err: &ApiError) -> Bytes {
             "code": err.code,
         }
     });
+    if !err.failures.is_empty() {
+        let failures: Vec<_> =
+            err.failures.iter().map(|(target, code)| json!({"target": target, "code": code})).collect();
+        body["error"]["failures"] = json!(failures);
+    }
     Bytes::from(serde_json::to_vec(&body).expect("a JSON value always serializes"))
 }

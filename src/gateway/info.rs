@@ -42,10 +42,25 @@ pub async fn healthz<H: Host>(host: &H, config: Result<&Config, &ConfigError>) -
         }
     };
     let all_ok = [&kv, &redis].iter().all(|t| t["state"] != "down");
+    let now = host.now_ms();
+    // What this instance knows of each target; names and kinds only, never URLs or keys.
+    let targets: Vec<Value> = config
+        .routes
+        .all_targets()
+        .into_iter()
+        .map(|t| {
+            json!({
+                "id": t.id,
+                "provider": t.kind.as_str(),
+                "key_configured": t.api_key.is_some(),
+                "breaker": host.health().describe(&t.id, now),
+            })
+        })
+        .collect();
     let body = json!({
         "status": if all_ok { "ok" } else { "degraded" },
         "tiers": {"edge_kv": kv, "redis": redis},
-        "upstream": {"provider": "openai", "key_configured": config.upstream.api_key.is_some()},
+        "targets": targets,
     });
     reply::json(StatusCode::OK, body.to_string())
 }

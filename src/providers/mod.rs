@@ -1,10 +1,20 @@
 //! Providers translate between the client's OpenAI request and one provider's wire format, and
 //! classify the provider's answer. They only translate: building a request and reading a response
-//! are pure functions, and only the gateway sends.
+//! are pure functions, and only the gateway sends. Every successful answer leaves here as an
+//! OpenAI chat completion, so the cache holds one format whichever provider answered.
 
+pub mod anthropic;
+pub mod content;
+pub mod gemini;
 pub mod openai;
+pub mod stream;
 
-use http::HeaderMap;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use crate::api::chat::ChatRequest;
+use crate::error::{Unsupported, UpstreamError};
+use crate::routing::table::{ProviderKind, Target};
 
 /// Reads a provider's advice on when to retry: `retry-after-ms` (OpenAI) or `retry-after` in
 /// seconds. An HTTP-date form is ignored (no clock here to compare it with).
@@ -16,4 +26,50 @@ pub fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
         }
     }
     header("retry-after").and_then(|v| v.parse::<u64>().ok()).map(|s| s.saturating_mul(1000))
+}
+
+/// The HTTP request that asks `target` for `request`.
+pub fn build_request(target: &Target, request: &ChatRequest) -> Result<http::Request<Bytes>, Unsupported> {
+    match target.kind {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => Ok(openai::build_request(target, request)),
+        ProviderKind::Anthropic => anthropic::build_request(target, request),
+        ProviderKind::Gemini => gemini::build_request(target, request),
+    }
+}
+
+/// A successful answer, as the client will see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// An OpenAI chat completion (the provider's own bytes when it already speaks OpenAI).
+    pub body: Bytes,
+    /// The model the provider says answered.
+    pub model: String,
+}
+
+/// Reads a complete 2xx body from `target`.
+pub fn parse_success(
+    target: &Target,
+    body: Bytes,
+    requested_model: &str,
+    now_ms: u64,
+) -> Result<Answer, UpstreamError> {
+    let created_s = now_ms / 1000;
+    let (json, model) = match target.kind {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+            let model = openai::parse_success(&body, target.model_for(requested_model))?.model;
+            return Ok(Answer { body, model });
+        }
+        ProviderKind::Anthropic => anthropic::parse_success(&body, created_s)?,
+        ProviderKind::Gemini => gemini::parse_success(&body, target.model_for(requested_model), created_s)?,
+    };
+    Ok(Answer { body: Bytes::from(serde_json::to_vec(&json).expect("JSON serializes")), model })
+}
+
+/// Classifies a non-2xx answer from `target`.
+pub fn classify_error(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> UpstreamError {
+    match target.kind {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::classify_error(status, headers, body),
+        ProviderKind::Anthropic => anthropic::classify_error(status, headers, body),
+        ProviderKind::Gemini => gemini::classify_error(status, headers, body),
+    }
 }

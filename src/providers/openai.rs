@@ -10,23 +10,24 @@ use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
 use crate::api::chat::ChatRequest;
-use crate::config::Secret;
 use crate::error::UpstreamError;
 use crate::providers::retry_after_ms;
-
-pub const PROVIDER: &str = "openai";
+use crate::routing::table::Target;
 
 /// Longest provider error message passed on to a client.
 const MAX_MESSAGE_CHARS: usize = 500;
 
-/// The HTTP request for `request` against an OpenAI-compatible `base_url`.
-pub fn build_request(request: &ChatRequest, base_url: &str, api_key: Option<&Secret>) -> http::Request<Bytes> {
-    let body = serde_json::to_vec(&request.to_json()).expect("a JSON map always serializes");
+/// The HTTP request for `request` against an OpenAI-compatible target: the client's request
+/// field for field, with the target's model when it names one.
+pub fn build_request(target: &Target, request: &ChatRequest) -> http::Request<Bytes> {
+    let mut json = request.to_json();
+    json.insert("model".into(), Value::String(target.model_for(&request.model).to_owned()));
+    let body = serde_json::to_vec(&json).expect("a JSON map always serializes");
     let accept = if request.stream { "text/event-stream" } else { "application/json" };
-    let mut builder = http::Request::post(format!("{base_url}/chat/completions"))
+    let mut builder = http::Request::post(format!("{}/chat/completions", target.base_url))
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::ACCEPT, accept);
-    if let Some(key) = api_key {
+    if let Some(key) = &target.api_key {
         builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {}", key.expose()));
     }
     builder.body(Bytes::from(body)).expect("the base URL was validated when the configuration was read")

@@ -33,6 +33,8 @@ pub fn config_with(extra: &[(&str, &str)]) -> Config {
         ("UPSTASH_REDIS_REST_TOKEN", UPSTASH_TOKEN),
         ("MODELS", "gpt-4o-mini,gpt-4o"),
         ("CORS_ALLOWED_ORIGINS", "https://app.example"),
+        // One attempt per call keeps upstream call counts exact; retries have tests of their own.
+        ("RETRIES_PER_TARGET", "0"),
     ];
     vars.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
     vars.extend_from_slice(extra);

@@ -9,6 +9,7 @@ mod entry;
 mod http;
 mod kv;
 mod log;
+mod memory;
 mod random;
 mod vars;
 

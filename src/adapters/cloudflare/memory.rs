@@ -1,0 +1,17 @@
+//! The `Memory` port: state kept in the isolate's memory for as long as workerd keeps the isolate
+//! (minutes to hours, never guaranteed; a new isolate starts empty and learns from Redis).
+
+use super::CfHost;
+use crate::ports::Memory;
+use crate::routing::health::Health;
+
+thread_local! {
+    // Leaked once per isolate: the isolate's lifetime is the program's lifetime.
+    static HEALTH: &'static Health = Box::leak(Box::default());
+}
+
+impl Memory for CfHost {
+    fn health(&self) -> &Health {
+        HEALTH.with(|h| *h)
+    }
+}

@@ -1,0 +1,228 @@
+//! Streaming answers from providers that do not speak OpenAI, translated into OpenAI
+//! `chat.completion.chunk` server-sent events as they arrive. A stateful translator fed with
+//! byte chunks in whatever pieces the network delivers; no IO, no clock.
+//!
+//! A stream that ends before the provider said it was complete is an error, never a made-up
+//! `[DONE]`: the client must be able to tell a cut stream from a finished one.
+
+use serde_json::{json, Value};
+
+use crate::providers::{anthropic, gemini};
+use crate::routing::table::{ProviderKind, Target};
+
+pub struct SseTranslator {
+    kind: ProviderKind,
+    buf: Vec<u8>,
+    id: String,
+    model: String,
+    created_s: u64,
+    include_usage: bool,
+    started: bool,
+    finished: bool,
+    /// Anthropic content block index → OpenAI tool call index.
+    tool_blocks: Vec<(u64, usize)>,
+    tools_seen: usize,
+    usage: (u64, u64),
+}
+
+impl SseTranslator {
+    /// A translator for `target`, or `None` when its stream is already OpenAI's.
+    pub fn new(target: &Target, model: &str, created_s: u64, include_usage: bool) -> Option<SseTranslator> {
+        match target.kind {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => None,
+            kind => Some(SseTranslator {
+                kind,
+                buf: Vec::new(),
+                id: format!("chatcmpl-{created_s}"),
+                model: model.to_owned(),
+                created_s,
+                include_usage,
+                started: false,
+                finished: false,
+                tool_blocks: Vec::new(),
+                tools_seen: 0,
+                usage: (0, 0),
+            }),
+        }
+    }
+
+    /// Translates the complete events in what has arrived so far.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some((end, sep)) = find_event_end(&self.buf) {
+            let event: Vec<u8> = self.buf.drain(..end + sep).take(end).collect();
+            let text = String::from_utf8_lossy(&event);
+            let mut name = None;
+            let mut data = String::new();
+            for line in text.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let value: Value =
+                serde_json::from_str(&data).map_err(|e| format!("provider sent an unreadable event: {e}"))?;
+            match self.kind {
+                ProviderKind::Anthropic => self.anthropic(name.as_deref(), &value, &mut out)?,
+                _ => self.gemini(&value, &mut out)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Called when the provider's stream ends: `[DONE]` if it had finished, an error if not.
+    pub fn finish(&mut self) -> Result<Vec<u8>, String> {
+        if !self.finished {
+            return Err("the provider's stream ended before it was complete".into());
+        }
+        let mut out = Vec::new();
+        if self.include_usage {
+            let (prompt, completion) = self.usage;
+            let usage =
+                json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
+            self.emit_raw(json!([]), Some(usage), &mut out);
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        Ok(out)
+    }
+
+    fn anthropic(&mut self, name: Option<&str>, v: &Value, out: &mut Vec<u8>) -> Result<(), String> {
+        let kind = name.or_else(|| v.get("type").and_then(Value::as_str)).unwrap_or_default();
+        match kind {
+            "message_start" => {
+                let message = &v["message"];
+                if let Some(id) = message.get("id").and_then(Value::as_str) {
+                    self.id = id.to_owned();
+                }
+                if let Some(model) = message.get("model").and_then(Value::as_str) {
+                    self.model = model.to_owned();
+                }
+                self.usage.0 = message["usage"].get("input_tokens").and_then(Value::as_u64).unwrap_or(0);
+                self.start(out);
+            }
+            "content_block_start" => {
+                let block = &v["content_block"];
+                if block.get("type").and_then(Value::as_str) == Some("tool_use") {
+                    let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    let tool = self.tools_seen;
+                    self.tools_seen += 1;
+                    self.tool_blocks.push((index, tool));
+                    let call = json!({"index": tool, "id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": ""}});
+                    self.emit(json!({"tool_calls": [call]}), None, out);
+                }
+            }
+            "content_block_delta" => {
+                let delta = &v["delta"];
+                match delta.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => self.emit(json!({"content": delta["text"]}), None, out),
+                    Some("input_json_delta") => {
+                        let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        if let Some((_, tool)) = self.tool_blocks.iter().find(|(b, _)| *b == index) {
+                            let call = json!({"index": tool, "function": {"arguments": delta["partial_json"]}});
+                            self.emit(json!({"tool_calls": [call]}), None, out);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                if let Some(n) = v["usage"].get("output_tokens").and_then(Value::as_u64) {
+                    self.usage.1 = n;
+                }
+                if let Some(reason) = v["delta"].get("stop_reason").and_then(Value::as_str) {
+                    self.emit(json!({}), Some(anthropic::finish_reason(Some(reason))), out);
+                }
+            }
+            "message_stop" => self.finished = true,
+            "error" => {
+                let message = v["error"].get("message").and_then(Value::as_str).unwrap_or("unknown error");
+                return Err(format!("the provider reported an error mid-stream: {message}"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn gemini(&mut self, v: &Value, out: &mut Vec<u8>) -> Result<(), String> {
+        if let Some(error) = v.get("error") {
+            let message = error.get("message").and_then(Value::as_str).unwrap_or("unknown error");
+            return Err(format!("the provider reported an error mid-stream: {message}"));
+        }
+        if let Some(model) = v.get("modelVersion").and_then(Value::as_str) {
+            self.model = model.to_owned();
+        }
+        if let Some(id) = v.get("responseId").and_then(Value::as_str) {
+            self.id = id.to_owned();
+        }
+        self.start(out);
+        if let Some(usage) = v.get("usageMetadata") {
+            let n = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
+            self.usage = (n("promptTokenCount"), n("candidatesTokenCount") + n("thoughtsTokenCount"));
+        }
+        let Some(candidate) = v.get("candidates").and_then(Value::as_array).and_then(|c| c.first()) else {
+            if v.get("promptFeedback").and_then(|f| f.get("blockReason")).is_some() {
+                self.emit(json!({}), Some("content_filter"), out);
+                self.finished = true;
+            }
+            return Ok(());
+        };
+        let parts = candidate["content"].get("parts").and_then(Value::as_array).cloned().unwrap_or_default();
+        for part in parts.iter().filter(|p| p.get("thought") != Some(&json!(true))) {
+            if let Some(text) = part.get("text").and_then(Value::as_str) {
+                self.emit(json!({"content": text}), None, out);
+            }
+            if let Some(call) = part.get("functionCall") {
+                let tool = self.tools_seen;
+                self.tools_seen += 1;
+                let arguments = serde_json::to_string(call.get("args").unwrap_or(&json!({}))).expect("JSON serializes");
+                let call = json!({"index": tool, "id": format!("call_0_{tool}"), "type": "function", "function": {"name": call["name"], "arguments": arguments}});
+                self.emit(json!({"tool_calls": [call]}), None, out);
+            }
+        }
+        if let Some(reason) = candidate.get("finishReason").and_then(Value::as_str) {
+            self.emit(json!({}), Some(gemini::finish_reason(Some(reason), self.tools_seen > 0)), out);
+            self.finished = true;
+        }
+        Ok(())
+    }
+
+    /// The first chunk of every OpenAI stream names the role.
+    fn start(&mut self, out: &mut Vec<u8>) {
+        if !self.started {
+            self.started = true;
+            let choices = json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]);
+            self.emit_raw(choices, None, out);
+        }
+    }
+
+    fn emit(&mut self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
+        self.start(out);
+        let choices = json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
+        self.emit_raw(choices, None, out);
+    }
+
+    fn emit_raw(&self, choices: Value, usage: Option<Value>, out: &mut Vec<u8>) {
+        let mut chunk = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created_s, "model": self.model, "choices": choices});
+        if let Some(usage) = usage {
+            chunk["usage"] = usage;
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&serde_json::to_vec(&chunk).expect("JSON serializes"));
+        out.extend_from_slice(b"\n\n");
+    }
+}
+
+/// The end of the first complete event in `buf` and the length of its separator.
+fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
