@@ -543,6 +543,14 @@ fn all_failed(failures: &[Failure], last: Option<&UpstreamError>, retry_after_ms
     let listed: Vec<(String, &'static str)> = failures.iter().map(|f| (f.target.clone(), f.code)).collect();
     let mut error = match (failures, last) {
         ([_], Some(last)) => last.to_api_error(),
+        // One target, skipped without a call: say why in the words its own failure used.
+        ([only], None) if only.code == "cooling_down" => UpstreamError::RateLimited { retry_after_ms }.to_api_error(),
+        ([only], None) if only.code == "circuit_open" => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::Api,
+            "upstream_circuit_open",
+            "The provider failed too often recently and is being rested; try again later.",
+        ),
         _ => {
             let summary: Vec<String> = failures.iter().map(|f| format!("{}: {}", f.target, f.code)).collect();
             ApiError::new(

@@ -425,3 +425,21 @@ fn a_streaming_request_falls_back_before_its_first_byte() {
     assert_eq!((r.header("x-provider"), r.header("x-fallback")), (Some("secondary"), Some("true")));
     assert_eq!(r.body, Bytes::from(sse));
 }
+
+#[test]
+fn a_single_resting_target_says_why_and_when() {
+    let single = routes(json!([{"provider": "openai-compatible", "id": "only", "base_url": PRIMARY, "model": "p"}]));
+    let w = world(&single, &[]);
+    let limited =
+        Scripted::Respond { status: 429, headers: vec![("retry-after".into(), "9".into())], body: Bytes::from("{}") };
+    let calls = scripted(&w, PRIMARY, vec![limited]);
+    let first = ask(&w, "r1");
+    first.assert_error(503, "upstream_rate_limited");
+    assert_eq!(first.header("retry-after"), Some("9"));
+    w.host.advance(4_000);
+    let second = ask(&w, "r2");
+    second.assert_error(503, "upstream_rate_limited");
+    assert_eq!(second.header("retry-after"), Some("5"), "what is left of the cool-down");
+    assert_eq!(second.json()["error"]["failures"], json!([{"target": "only", "code": "cooling_down"}]));
+    assert_eq!(*calls.borrow(), 1);
+}

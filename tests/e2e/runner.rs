@@ -42,9 +42,14 @@ impl Ctx<'_> {
     }
 }
 
-/// Worker vars of the shared stack: small limits so limits and timeouts are quick to hit.
+/// Worker vars of the shared stack: small limits so limits and timeouts are quick to hit. Its
+/// scenarios share one upstream target, so nothing one scenario does to that target may change
+/// another's answers: one attempt per call and a breaker that never opens. Retries, cool-downs
+/// and breakers are exercised on stacks of their own.
 pub fn shared_vars() -> Vec<(String, String)> {
     [
+        ("RETRIES_PER_TARGET", "0"),
+        ("BREAKER_ERROR_PERCENT", "100"),
         ("MAX_BODY_BYTES", "65536"),
         ("UPSTREAM_TIMEOUT_MS", "3000"),
         ("UPSTREAM_STREAM_IDLE_TIMEOUT_MS", "1500"),

@@ -81,12 +81,20 @@ fn provider_timeout(ctx: &Ctx) {
 }
 
 fn rate_limited(ctx: &Ctx) {
-    let s = ctx.shared;
+    // A 429 cools the only target down: that must not leak into the shared stack's scenarios.
+    let s = ctx.own_stack(&[]);
     let m = marker("429");
     s.fake().add_rule(&m, json!([{"kind": "status", "status": 429, "retry_after": "7"}]), false);
-    let r = chat_a(s, &body(&m));
+    let r = chat_a(&s, &body(&m));
     assert_error(&r, 503, "upstream_rate_limited");
     assert_eq!(header(&r, "retry-after"), "7");
+    // While it cools down the target is not called at all.
+    let other = marker("429-cooling");
+    let r = chat_a(&s, &body(&other));
+    assert_error(&r, 503, "upstream_rate_limited");
+    assert_eq!(s.fake().calls(&other), 0, "skipped while cooling down");
+    let retry_after: u64 = header(&r, "retry-after").parse().expect("seconds");
+    assert!((1..=7).contains(&retry_after), "{retry_after}");
 }
 
 fn provider_errors(ctx: &Ctx) {
