@@ -209,7 +209,8 @@ fn tool_choice(choice: Option<&Value>, parallel: Option<&Value>) -> Result<Optio
 /// An Anthropic Message as an OpenAI chat completion; `created_s` is the gateway's clock.
 pub fn parse_success(body: &[u8], created_s: u64) -> Result<(Value, String), UpstreamError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| UpstreamError::Malformed(format!("not JSON: {e}")))?;
-    if v.get("type").and_then(Value::as_str) != Some("message") {
+    // Anthropic always sends "type": "message"; some documented examples leave it out.
+    if v.get("type").is_some_and(|t| t != "message") {
         return Err(UpstreamError::Malformed("not a message object".into()));
     }
     let blocks = v

@@ -310,8 +310,9 @@ pub fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> &'static str
 /// Classifies a non-2xx answer. Gemini reports a bad API key as a 400 with reason
 /// `API_KEY_INVALID`: that is the gateway's fault, not the client's.
 pub fn classify_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> UpstreamError {
-    let retry_after = retry_after_ms(headers);
     let error = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("error").cloned());
+    // Gemini puts its advice in the body (`RetryInfo.retryDelay`, e.g. "17s"), not in a header.
+    let retry_after = retry_after_ms(headers).or_else(|| error.as_ref().and_then(retry_delay_ms));
     let key_invalid = error.as_ref().is_some_and(|e| {
         e.get("details")
             .and_then(Value::as_array)
@@ -333,4 +334,12 @@ pub fn classify_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> U
         },
         code => UpstreamError::Server { status: code, retry_after_ms: retry_after },
     }
+}
+
+/// `details[].retryDelay` of a Google RPC error (`"17s"`, `"1.5s"`) in milliseconds.
+fn retry_delay_ms(error: &Value) -> Option<u64> {
+    error.get("details")?.as_array()?.iter().find_map(|d| {
+        let seconds: f64 = d.get("retryDelay")?.as_str()?.strip_suffix('s')?.parse().ok()?;
+        (seconds.is_finite() && seconds >= 0.0).then(|| (seconds * 1000.0).ceil() as u64)
+    })
 }
