@@ -334,3 +334,14 @@ fn gemini_streams_become_openai_chunks() {
     let without_finish: String = sse.split_inclusive("\n\n").filter(|e| !e.contains("finishReason")).collect();
     assert!(translate(&t, &without_finish, 5, false).is_err(), "no finishReason: cut");
 }
+
+#[test]
+fn gemini_safety_blocks_are_content_filter_answers() {
+    let t = target(ProviderKind::Gemini, "g");
+    for file in ["gemini/safety_blocked.json", "gemini/safety_finish.json"] {
+        let a = parse_success(&t, Bytes::from(fixture(file)), "m", 0).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let v: Value = serde_json::from_slice(&a.body).expect("json");
+        assert_eq!(v["choices"][0]["finish_reason"], "content_filter", "{file}");
+        assert!(v["choices"][0]["message"]["tool_calls"].is_null(), "{file}");
+    }
+}

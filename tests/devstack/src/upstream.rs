@@ -1,6 +1,11 @@
-//! A scriptable fake LLM upstream. It answers provider requests (OpenAI chat completions
-//! for now; see `upstream::format` for adding others), records every call, and lets tests
-//! script failures through a control API on the same server:
+//! A scriptable fake LLM upstream. It answers provider requests in three wire formats
+//! (see `upstream::format`), records every call, and lets tests script failures through a
+//! control API on the same server:
+//!
+//! - OpenAI chat completions: `POST /v1/chat/completions` (and `/chat/completions`)
+//! - Anthropic Messages: `POST /v1/messages` (needs `x-api-key` and `anthropic-version`)
+//! - Gemini: `POST /v1beta/models/{model}:generateContent` and
+//!   `:streamGenerateContent?alt=sse` (key in `x-goog-api-key` or `?key=`)
 //!
 //! - `POST /__control/rules` `{"match","actions":[...],"repeat_last"}` -> `{"id"}`
 //! - `DELETE /__control/rules`, `GET /__control/rules`, `POST /__control/reset`
@@ -10,7 +15,9 @@
 //! not render provider JSON itself (the format files do) and is for tests only: the
 //! control API has no auth.
 
+mod anthropic;
 mod format;
+mod gemini;
 mod openai;
 mod script;
 
@@ -23,7 +30,8 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-pub use self::format::{ChatCall, FakeReply, Route, StreamPlan, WireFormat};
+use self::format::Rejection;
+pub use self::format::{ChatCall, Credential, FakeReply, RequestHead, Route, StreamPlan, WireFormat};
 use self::script::Script;
 pub use self::script::{Action, ActionKind, RecordedCall};
 use crate::http_client::HttpRequest;
@@ -36,7 +44,7 @@ const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// The wire formats served, tried in order.
 fn formats() -> Vec<Box<dyn WireFormat>> {
-    vec![Box::new(openai::OpenAi)]
+    vec![Box::new(openai::OpenAi), Box::new(anthropic::Anthropic), Box::new(gemini::Gemini)]
 }
 
 struct State {
@@ -52,10 +60,12 @@ pub async fn serve(listener: TcpListener) {
 
 async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_string();
+    let query = request.uri().query().map(str::to_string);
     if let Some(control) = path.strip_prefix("/__control/") {
         return control_api(&state, control.to_string(), request).await;
     }
-    let Some((format, route)) = state.formats.iter().find_map(|f| f.route(&path).map(|route| (f.as_ref(), route)))
+    let Some((format, route)) =
+        state.formats.iter().find_map(|f| f.route(&path, query.as_deref()).map(|route| (f.as_ref(), route)))
     else {
         return plain_error(StatusCode::NOT_FOUND, &format!("no fake endpoint at {path}"));
     };
@@ -63,8 +73,9 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body>
         let body = format.error_body(405, Some("Method not allowed; use POST."));
         return json_response(StatusCode::METHOD_NOT_ALLOWED, &body);
     }
-    let authorization =
-        request.headers().get(http::header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let headers = request.headers().clone();
+    let head = RequestHead { headers: &headers, query: query.as_deref() };
+    let credential = format.credential(&head);
     let raw = match read_body_limited(request.into_body(), MAX_BODY_BYTES).await {
         Ok(Some(raw)) => raw,
         Ok(None) => {
@@ -81,36 +92,74 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body>
         Ok(call) => Some(call.model.clone()),
         Err(_) => route.model.clone(),
     };
-    let decision = state.script.lock().expect("script mutex poisoned").on_call(&path, model, authorization, &text);
+    let recorded = credential.as_ref().map(|c| (c.source, c.value.as_str()));
+    let decision = state.script.lock().expect("script mutex poisoned").on_call(
+        &path,
+        model,
+        head.header("authorization"),
+        recorded,
+        &text,
+    );
+    let n = decision.n;
+    let mut response = answer(format, &head, credential.as_ref(), parsed, decision).await;
+    let mut extra = format.response_headers(n);
+    extra.push(("x-request-id", format!("req_fake_{n}")));
+    for (name, value) in extra {
+        // A header the rule set itself wins.
+        if let (false, Ok(value)) = (response.headers().contains_key(name), HeaderValue::from_str(&value)) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// The answer to a recorded call: the real API's refusals first (credential, required
+/// headers, a rule's `api_key`, an unreadable body), then the scripted action.
+async fn answer(
+    format: &dyn WireFormat,
+    head: &RequestHead<'_>,
+    credential: Option<&Credential>,
+    parsed: Result<ChatCall, String>,
+    decision: script::Decision,
+) -> Response<Body> {
+    if let Err(rejection) = format.check_head(head, credential, decision.n) {
+        return rejection_response(rejection);
+    }
+    let action = decision.action;
+    if let Some(expected) = &action.api_key {
+        if credential.map(Credential::key) != Some(expected.as_str()) {
+            return rejection_response(format.invalid_key(credential, decision.n));
+        }
+    }
     let call = match parsed {
         Ok(call) => call,
         Err(message) => {
-            let body = format.error_body(400, Some(&message));
+            let body = format.call_error_body(400, Some(&message), decision.n, None);
             return json_response(StatusCode::BAD_REQUEST, &body);
         }
     };
-    let action = decision.action;
     if action.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(action.delay_ms)).await;
     }
     let reply = FakeReply::new(decision.n, &call, unix_seconds());
-    let mut response = match action.kind {
+    match action.kind {
         ActionKind::Ok => success(format, &call, &reply, Duration::ZERO),
         ActionKind::SlowStream { chunk_delay_ms } => {
             success(format, &call, &reply, Duration::from_millis(chunk_delay_ms))
         }
-        ActionKind::Status { status, body, headers } => status_response(format, status, body, &headers),
+        ActionKind::Status { status, body, headers } => status_response(format, status, body, &headers, decision.n),
         ActionKind::Malformed => {
             let full = format.completion(&call, &reply).to_string();
             let cut = &full.as_bytes()[..full.len() / 2];
             bytes_response(StatusCode::OK, "application/json", Bytes::copy_from_slice(cut))
         }
         ActionKind::CutStream { after_chunks } => cut_response(format, &call, &reply, after_chunks),
-    };
-    if let Ok(value) = HeaderValue::from_str(&format!("req_fake_{}", decision.n)) {
-        response.headers_mut().insert("x-request-id", value);
     }
-    response
+}
+
+fn rejection_response(rejection: Rejection) -> Response<Body> {
+    let code = StatusCode::from_u16(rejection.status).unwrap_or(StatusCode::BAD_REQUEST);
+    json_response(code, &rejection.body)
 }
 
 /// A normal answer: JSON, or SSE with `delay` between events.
@@ -119,12 +168,12 @@ fn success(format: &dyn WireFormat, call: &ChatCall, reply: &FakeReply, delay: D
         return json_response(StatusCode::OK, &format.completion(call, reply));
     }
     let plan = format.stream(call, reply);
-    stream_response(plan.events, delay, false)
+    stream_response(plan.events, plan.content_type, delay, false)
 }
 
 /// Sends `events` (each flushed on its own), pausing `delay` between them; if `abort`,
 /// ends by aborting the connection instead of finishing the body.
-fn stream_response(events: Vec<Bytes>, delay: Duration, abort: bool) -> Response<Body> {
+fn stream_response(events: Vec<Bytes>, content_type: &'static str, delay: Duration, abort: bool) -> Response<Body> {
     let (tx, body) = Body::channel();
     tokio::spawn(async move {
         for (i, event) in events.into_iter().enumerate() {
@@ -145,7 +194,7 @@ fn stream_response(events: Vec<Bytes>, delay: Duration, abort: bool) -> Response
     });
     let mut response = Response::new(body);
     let headers = response.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
@@ -157,13 +206,11 @@ fn cut_response(format: &dyn WireFormat, call: &ChatCall, reply: &FakeReply, aft
         let plan = format.stream(call, reply);
         let keep = after_chunks.min(plan.terminal_from);
         let events = plan.events.into_iter().take(keep).collect();
-        return stream_response(events, Duration::ZERO, true);
+        return stream_response(events, plan.content_type, Duration::ZERO, true);
     }
     let full = format.completion(call, reply).to_string();
     let half = Bytes::copy_from_slice(&full.as_bytes()[..full.len() / 2]);
-    let mut response = stream_response(vec![half], Duration::ZERO, true);
-    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    stream_response(vec![half], "application/json", Duration::ZERO, true)
 }
 
 fn status_response(
@@ -171,9 +218,11 @@ fn status_response(
     status: u16,
     body: Option<String>,
     headers: &std::collections::BTreeMap<String, String>,
+    n: u64,
 ) -> Response<Body> {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = body.unwrap_or_else(|| format.error_body(status, None).to_string());
+    let retry_after = headers.get("retry-after").map(String::as_str);
+    let body = body.unwrap_or_else(|| format.call_error_body(status, None, n, retry_after).to_string());
     let mut response = bytes_response(code, "application/json", body);
     for (name, value) in headers {
         if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {

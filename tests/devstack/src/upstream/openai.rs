@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::format::{sse_data, word_count, ChatCall, FakeReply, Route, StreamPlan, WireFormat};
+use super::format::{sse_data, word_count, ChatCall, FakeReply, Route, StreamPlan, WireFormat, SSE};
 
 const FINGERPRINT: &str = "fp_devstack";
 
@@ -61,11 +61,11 @@ impl WireFormat for OpenAi {
         "openai"
     }
 
-    fn route(&self, path: &str) -> Option<Route> {
+    fn route(&self, path: &str, _query: Option<&str>) -> Option<Route> {
         matches!(path, "/v1/chat/completions" | "/chat/completions").then(Route::default)
     }
 
-    fn parse(&self, body: &Value, _route: &Route) -> Result<ChatCall, String> {
+    fn parse(&self, body: &Value, route: &Route) -> Result<ChatCall, String> {
         let object = body.as_object().ok_or("The request body must be a JSON object.")?;
         let model = object.get("model").and_then(Value::as_str).ok_or("you must provide a model parameter")?;
         let messages =
@@ -88,6 +88,8 @@ impl WireFormat for OpenAi {
             include_usage,
             last_user_text,
             prompt_tokens: word_count(&all_text.join(" ")),
+            tool: None,
+            route: route.clone(),
         })
     }
 
@@ -133,7 +135,7 @@ impl WireFormat for OpenAi {
             events.push(sse_data(&usage));
         }
         events.push(Bytes::from_static(b"data: [DONE]\n\n"));
-        StreamPlan { events, terminal_from }
+        StreamPlan { events, terminal_from, content_type: SSE }
     }
 
     fn error_body(&self, status: u16, message: Option<&str>) -> Value {

@@ -30,15 +30,18 @@ pub enum ActionKind {
 pub struct Action {
     pub kind: ActionKind,
     pub delay_ms: u64,
+    /// The only API key this call accepts; any other (or none) gets the endpoint's
+    /// invalid-key error instead of `kind`. `None`: any key the endpoint accepts.
+    pub api_key: Option<String>,
 }
 
 impl Action {
-    pub const OK: Action = Action { kind: ActionKind::Ok, delay_ms: 0 };
+    pub const OK: Action = Action { kind: ActionKind::Ok, delay_ms: 0, api_key: None };
 
     /// Parses `{"kind":"ok","delay_ms":N}`, `{"kind":"status","status":500,
     /// "retry_after":"2","retry_after_ms":"1500","body":"...","headers":{...}}`,
     /// `{"kind":"malformed"}`, `{"kind":"cut_stream","after_chunks":N}` or
-    /// `{"kind":"slow_stream","chunk_delay_ms":N}`.
+    /// `{"kind":"slow_stream","chunk_delay_ms":N}`; any of them may add `"api_key":"K"`.
     pub fn from_json(value: &Value) -> Result<Action, String> {
         let object = value.as_object().ok_or_else(|| format!("an action must be a JSON object, got {value}"))?;
         let kind = object
@@ -99,7 +102,7 @@ impl Action {
                 ))
             }
         };
-        Ok(Action { kind, delay_ms })
+        Ok(Action { kind, delay_ms, api_key: text("api_key")? })
     }
 }
 
@@ -133,7 +136,13 @@ pub struct RecordedCall {
     pub n: u64,
     pub path: String,
     pub model: Option<String>,
+    /// The raw `authorization` header, whatever the endpoint.
     pub authorization: Option<String>,
+    /// Where the endpoint's credential came from: `authorization`, `x-api-key`,
+    /// `x-goog-api-key` or `key` (query parameter); `None` if the call had none.
+    pub auth_header: Option<String>,
+    /// The credential's value as sent.
+    pub auth: Option<String>,
     /// The raw request body (lossy UTF-8).
     pub body: String,
     /// Unix time in milliseconds when the call arrived.
@@ -176,12 +185,14 @@ impl Script {
         self.calls.clear();
     }
 
-    /// Records a call and decides its action, atomically.
+    /// Records a call and decides its action, atomically. `credential` is `(source,
+    /// value)`.
     pub fn on_call(
         &mut self,
         path: &str,
         model: Option<String>,
         authorization: Option<String>,
+        credential: Option<(&str, &str)>,
         body: &str,
     ) -> Decision {
         self.counter += 1;
@@ -191,6 +202,8 @@ impl Script {
             path: path.to_string(),
             model,
             authorization,
+            auth_header: credential.map(|(source, _)| source.to_string()),
+            auth: credential.map(|(_, value)| value.to_string()),
             body: body.to_string(),
             received_at_ms: unix_ms(),
         });
@@ -244,23 +257,25 @@ mod tests {
         assert!(Action::from_json(&json!({"kind":"nope"})).is_err());
         assert!(Action::from_json(&json!({"kind":"status"})).is_err());
         assert_eq!(Action::from_json(&json!({"kind":"ok","delay_ms":5})).unwrap().delay_ms, 5);
+        let keyed = Action::from_json(&json!({"kind":"malformed","api_key":"k1"})).unwrap();
+        assert_eq!((keyed.kind, keyed.api_key.as_deref()), (ActionKind::Malformed, Some("k1")));
     }
 
     #[test]
     fn rules_hand_out_actions_in_order_then_fall_back() {
         let mut s = Script::default();
-        let malformed = Action { kind: ActionKind::Malformed, delay_ms: 0 };
+        let malformed = Action { kind: ActionKind::Malformed, delay_ms: 0, api_key: None };
         s.add_rule("m1".into(), vec![malformed.clone()], false);
         s.add_rule("m2".into(), vec![malformed.clone()], true);
-        assert_eq!(s.on_call("/", None, None, "x m1").action, malformed);
-        assert_eq!(s.on_call("/", None, None, "x m1").action, Action::OK);
-        assert_eq!(s.on_call("/", None, None, "m2").action, malformed);
-        assert_eq!(s.on_call("/", None, None, "m2").action, malformed);
-        assert_eq!(s.on_call("/", None, None, "other").n, 5);
+        assert_eq!(s.on_call("/", None, None, None, "x m1").action, malformed);
+        assert_eq!(s.on_call("/", None, None, None, "x m1").action, Action::OK);
+        assert_eq!(s.on_call("/", None, None, None, "m2").action, malformed);
+        assert_eq!(s.on_call("/", None, None, None, "m2").action, malformed);
+        assert_eq!(s.on_call("/", None, None, None, "other").n, 5);
         assert_eq!(s.calls(Some("m1")).len(), 2);
         assert_eq!(s.calls(None).len(), 5);
         s.reset();
         assert_eq!(s.calls(None).len(), 0);
-        assert_eq!(s.on_call("/", None, None, "m1").n, 6);
+        assert_eq!(s.on_call("/", None, None, None, "m1").n, 6);
     }
 }
