@@ -26,16 +26,24 @@ impl Host {
     }
 }
 
-/// What a scenario gets: the host, the shared stack of that host, and a way to start its own.
+/// What a scenario gets: the host, the shared stacks of that host, and a way to start its own.
 pub struct Ctx<'a> {
     pub host: Host,
+    /// One OpenAI-compatible target (no `ROUTES`).
     pub shared: &'a Stack,
+    /// `ROUTES` with a route of its own for each routing scenario (see `routing::routes`).
+    pub routed: &'a Stack,
 }
 
 impl Ctx<'_> {
     /// A stack of this scenario's own, with these worker vars over the shared stack's.
     pub fn own_stack(&self, vars: &[(&str, &str)]) -> Stack {
-        let mut all = shared_vars();
+        self.stack_with(shared_vars(), vars)
+    }
+
+    /// A stack of this scenario's own, with these worker vars over `base`.
+    pub fn stack_with(&self, base: Vec<(String, String)>, vars: &[(&str, &str)]) -> Stack {
+        let mut all = base;
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Stack::start(StackOptions { vars: all, ..StackOptions::default() })
             .unwrap_or_else(|e| panic!("own stack for {:?}: {e}", self.host))
@@ -68,6 +76,7 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(crate::failopen::scenarios());
     all.extend(crate::upstream::scenarios());
     all.extend(crate::input::scenarios());
+    all.extend(crate::routing::scenarios());
     all
 }
 
@@ -88,11 +97,15 @@ pub fn main() {
     // Silence the default panic message: failures are reported once, below, with their name.
     std::panic::set_hook(Box::new(|_| {}));
     for &host in Host::all() {
-        println!("starting the shared {} stack...", host.name());
-        let shared = match Stack::start(StackOptions { vars: shared_vars(), ..StackOptions::default() }) {
-            Ok(s) => s,
-            Err(e) => {
-                println!("the shared {} stack did not start: {e}", host.name());
+        println!("starting the shared {} stacks...", host.name());
+        // Started on this thread, which outlives them: wrangler is told to stop when the thread
+        // that started it ends (see devstack::worker).
+        let shared = Stack::start(StackOptions { vars: shared_vars(), ..StackOptions::default() });
+        let routed = Stack::start(StackOptions { vars: crate::routing::vars(), ..StackOptions::default() });
+        let (shared, routed) = match (shared, routed) {
+            (Ok(s), Ok(r)) => (s, r),
+            (Err(e), _) | (_, Err(e)) => {
+                println!("a shared {} stack did not start: {e}", host.name());
                 failures.lock().expect("lock").push((format!("{}::<stack>", host.name()), e.to_string()));
                 continue;
             }
@@ -105,7 +118,7 @@ pub fn main() {
                     let Some((name, run)) = selected.get(i) else { break };
                     let full = format!("{}::{name}", host.name());
                     let t = Instant::now();
-                    let ctx = Ctx { host, shared: &shared };
+                    let ctx = Ctx { host, shared: &shared, routed: &routed };
                     match catch_unwind(AssertUnwindSafe(|| run(&ctx))) {
                         Ok(()) => {
                             passed.fetch_add(1, Ordering::SeqCst);
@@ -133,6 +146,7 @@ pub fn main() {
             }
         }
         drop(shared);
+        drop(routed);
     }
     let failures = failures.into_inner().expect("lock");
     for (name, why) in &failures {

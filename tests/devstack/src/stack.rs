@@ -25,7 +25,8 @@ pub enum Upstream {
 
 pub struct StackOptions {
     pub upstream: Upstream,
-    /// Extra worker vars; they replace the defaults of the same name.
+    /// Extra worker vars; they replace the defaults of the same name. `{upstream}` in a value
+    /// becomes the fake upstream's base URL (`http://127.0.0.1:PORT`), for `ROUTES`.
     pub vars: Vec<(String, String)>,
     /// The worker's port; 0 picks a free one.
     pub port: u16,
@@ -69,6 +70,7 @@ impl Stack {
             }
             Upstream::Real { base_url, api_key } => (None, base_url, api_key),
         };
+        let fake_url = upstream.as_ref().map(UpstreamHandle::url).unwrap_or_default();
         let mut vars: Vec<(String, String)> = [
             ("GATEWAY_KEYS", format!(r#"{{"{KEY_A}":"tenant-a","{KEY_B}":"tenant-b"}}"#)),
             ("UPSTREAM_BASE_URL", base_url),
@@ -83,7 +85,7 @@ impl Stack {
         .collect();
         for (k, v) in options.vars {
             vars.retain(|(existing, _)| *existing != k);
-            vars.push((k, v));
+            vars.push((k, v.replace("{upstream}", &fake_url)));
         }
         let worker = WorkerProcess::start(&vars, options.port)?;
         Ok(Stack { worker, upstream, upstash, redis })

@@ -326,12 +326,12 @@ impl UpstreamHandle {
         value["id"].as_u64().unwrap_or_else(|| panic!("control API returned no rule id: {value}"))
     }
 
-    /// Number of recorded calls whose raw body contains `matcher`.
+    /// Number of recorded calls whose raw body or path contains `matcher`.
     pub fn calls(&self, matcher: &str) -> usize {
         self.calls_detail(matcher).len()
     }
 
-    /// The recorded calls whose raw body contains `matcher`, as JSON objects.
+    /// The recorded calls whose raw body or path contains `matcher`, as JSON objects.
     pub fn calls_detail(&self, matcher: &str) -> Vec<Value> {
         let path = format!("calls?match={}", percent_encode(matcher.as_bytes()));
         let value = self.control("GET", &path, None);

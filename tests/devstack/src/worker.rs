@@ -5,6 +5,8 @@
 //! its own KV state (`--persist-to`), its own config folder (nothing under `~/.config`) and a
 //! log file holding the worker's console lines. Wrangler runs in its own process group and gets
 //! SIGTERM if the process that started it dies, so a crashed test leaves no workerd behind.
+//! Linux sends that signal when the *thread* that started the process ends, so start a worker on
+//! a thread that lives at least as long as the worker is used.
 //! Must not: build the worker (the test and start scripts do, once) or talk to anything but
 //! loopback.
 

@@ -106,7 +106,7 @@ impl Action {
     }
 }
 
-/// A rule: calls whose raw body contains `matcher` take the rule's next action.
+/// A rule: calls whose raw body or path contains `matcher` take the rule's next action.
 #[derive(Debug, Clone)]
 struct Rule {
     id: u64,
@@ -207,14 +207,22 @@ impl Script {
             body: body.to_string(),
             received_at_ms: unix_ms(),
         });
-        let action =
-            self.rules.iter_mut().find(|rule| body.contains(&rule.matcher)).map_or(Action::OK, Rule::next_action);
+        // The path counts too: Gemini names the model there, not in the body.
+        let action = self
+            .rules
+            .iter_mut()
+            .find(|rule| body.contains(&rule.matcher) || path.contains(&rule.matcher))
+            .map_or(Action::OK, Rule::next_action);
         Decision { n, action }
     }
 
-    /// Calls whose raw body contains `matcher` (all calls for `None`).
+    /// Calls whose raw body or path contains `matcher` (all calls for `None`).
     pub fn calls(&self, matcher: Option<&str>) -> Vec<RecordedCall> {
-        self.calls.iter().filter(|call| matcher.is_none_or(|m| call.body.contains(m))).cloned().collect()
+        self.calls
+            .iter()
+            .filter(|call| matcher.is_none_or(|m| call.body.contains(m) || call.path.contains(m)))
+            .cloned()
+            .collect()
     }
 
     /// `[{"id","match","remaining","repeat_last"}]`, for debugging scripts.
