@@ -9,9 +9,10 @@
 mod info;
 mod origin;
 mod reply;
+mod streams;
 
 use futures_util::future::join;
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::json;
@@ -22,12 +23,13 @@ use crate::cache::key::CacheKey;
 use crate::cache::policy::{Bypass, Policy};
 use crate::cache::status::{CacheReport, Lookup, Served};
 use crate::config::{Config, ConfigError};
-use crate::error::{ApiError, ErrorType, StoreError, Tier, UpstreamError};
-use crate::ports::{with_timeout, Body, BodyError, BodyStream, CollectError, Host};
+use crate::error::{ApiError, ErrorType, StoreError, Tier};
+use crate::ports::{Body, CollectError, Host};
 use crate::providers::stream::SseTranslator;
 use crate::routing::table::Target;
 use crate::stores::{kv, upstash::Upstash};
-use origin::{Failure, Outcome};
+use origin::{all_failed, routing_headers, speaks_openai, unsupported, Outcome};
+use streams::{idle_bounded, translated};
 
 pub use reply::Timing;
 
@@ -505,100 +507,4 @@ impl<H: Host> Exchange<'_, H> {
         }
         self.host.log(&line.to_string());
     }
-}
-
-/// Ends a stream with an error when the provider stays silent for longer than `idle_ms`, so a
-/// stalled provider cannot hold a client forever.
-fn idle_bounded<H: Host>(inner: BodyStream, host: H, idle_ms: u64) -> BodyStream {
-    Box::pin(stream::unfold(Some((inner, host)), move |state| async move {
-        let (mut inner, host) = state?;
-        match with_timeout(&host, idle_ms, inner.next()).await {
-            None => Some((Err(BodyError(format!("no data from the provider for {idle_ms} ms"))), None)),
-            Some(None) => None,
-            Some(Some(Ok(chunk))) => Some((Ok(chunk), Some((inner, host)))),
-            Some(Some(Err(e))) => Some((Err(e), None)),
-        }
-    }))
-}
-
-/// `x-provider`, `x-attempts` and, when an earlier target failed, `x-fallback`.
-fn routing_headers(headers: &mut HeaderMap, target: &str, attempts: u32, fallback: bool) {
-    reply::set(headers, "x-provider", target);
-    reply::set(headers, "x-attempts", &attempts.to_string());
-    if fallback {
-        reply::set(headers, "x-fallback", "true");
-    }
-}
-
-fn speaks_openai(target: &Target) -> bool {
-    matches!(
-        target.kind,
-        crate::routing::table::ProviderKind::OpenAi | crate::routing::table::ProviderKind::OpenAiCompatible
-    )
-}
-
-/// The client's answer when no target answered. With one target, its own error (502, 503, 504)
-/// says the most; with several, a 503 that lists each target's failure, in order.
-fn all_failed(failures: &[Failure], last: Option<&UpstreamError>, retry_after_ms: Option<u64>) -> ApiError {
-    let listed: Vec<(String, &'static str)> = failures.iter().map(|f| (f.target.clone(), f.code)).collect();
-    let mut error = match (failures, last) {
-        ([_], Some(last)) => last.to_api_error(),
-        // One target, skipped without a call: say why in the words its own failure used.
-        ([only], None) if only.code == "cooling_down" => UpstreamError::RateLimited { retry_after_ms }.to_api_error(),
-        ([only], None) if only.code == "circuit_open" => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorType::Api,
-            "upstream_circuit_open",
-            "The provider failed too often recently and is being rested; try again later.",
-        ),
-        _ => {
-            let summary: Vec<String> = failures.iter().map(|f| format!("{}: {}", f.target, f.code)).collect();
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorType::Api,
-                "all_providers_failed",
-                format!("No provider could answer ({}).", summary.join(", ")),
-            )
-        }
-    };
-    if error.retry_after_s.is_none() {
-        error.retry_after_s = retry_after_ms.map(|ms| ms.div_ceil(1000));
-    }
-    error.failures = listed;
-    error
-}
-
-/// A 400 naming the first field no target could express.
-fn unsupported(reasons: &[crate::error::Unsupported]) -> ApiError {
-    let first = reasons.first().expect("an unsupported outcome has at least one reason");
-    let detail: Vec<String> = reasons.iter().map(ToString::to_string).collect();
-    ApiError::bad_request(
-        "unsupported_parameter",
-        format!("No provider for this model can serve the request: {}.", detail.join("; ")),
-    )
-    .with_param(first.field.clone())
-}
-
-/// Maps a provider's stream through `translator`; a translation error or an unfinished provider
-/// stream ends the client's stream with an error, never with a made-up end.
-fn translated(inner: BodyStream, translator: SseTranslator) -> BodyStream {
-    Box::pin(stream::unfold(Some((inner, translator)), |state| async move {
-        let (mut inner, mut translator) = state?;
-        loop {
-            match inner.next().await {
-                Some(Ok(chunk)) => match translator.push(&chunk) {
-                    Ok(out) if out.is_empty() => continue,
-                    Ok(out) => return Some((Ok(bytes::Bytes::from(out)), Some((inner, translator)))),
-                    Err(e) => return Some((Err(BodyError(e)), None)),
-                },
-                Some(Err(e)) => return Some((Err(e), None)),
-                None => {
-                    return match translator.finish() {
-                        Ok(out) => Some((Ok(bytes::Bytes::from(out)), None)),
-                        Err(e) => Some((Err(BodyError(e)), None)),
-                    }
-                }
-            }
-        }
-    }))
 }

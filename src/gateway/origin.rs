@@ -7,8 +7,11 @@
 use bytes::Bytes;
 use serde_json::json;
 
-use super::{Exchange, MAX_ERROR_BODY, WRITE_TIMEOUT_MS};
+use http::{HeaderMap, StatusCode};
+
+use super::{reply, Exchange, MAX_ERROR_BODY, WRITE_TIMEOUT_MS};
 use crate::api::chat::ChatRequest;
+use crate::error::{ApiError, ErrorType};
 use crate::error::{Unsupported, UpstreamError};
 use crate::ports::{with_timeout, Body, CollectError, Host};
 use crate::providers::{self, Answer};
@@ -293,4 +296,62 @@ fn classify(target: &Target, status: http::StatusCode, headers: &http::HeaderMap
         }
         other => other,
     }
+}
+
+/// `x-provider`, `x-attempts` and, when an earlier target failed, `x-fallback`.
+pub(super) fn routing_headers(headers: &mut HeaderMap, target: &str, attempts: u32, fallback: bool) {
+    reply::set(headers, "x-provider", target);
+    reply::set(headers, "x-attempts", &attempts.to_string());
+    if fallback {
+        reply::set(headers, "x-fallback", "true");
+    }
+}
+
+pub(super) fn speaks_openai(target: &Target) -> bool {
+    matches!(
+        target.kind,
+        crate::routing::table::ProviderKind::OpenAi | crate::routing::table::ProviderKind::OpenAiCompatible
+    )
+}
+
+/// The client's answer when no target answered. With one target, its own error (502, 503, 504)
+/// says the most; with several, a 503 that lists each target's failure, in order.
+pub(super) fn all_failed(failures: &[Failure], last: Option<&UpstreamError>, retry_after_ms: Option<u64>) -> ApiError {
+    let listed: Vec<(String, &'static str)> = failures.iter().map(|f| (f.target.clone(), f.code)).collect();
+    let mut error = match (failures, last) {
+        ([_], Some(last)) => last.to_api_error(),
+        // One target, skipped without a call: say why in the words its own failure used.
+        ([only], None) if only.code == "cooling_down" => UpstreamError::RateLimited { retry_after_ms }.to_api_error(),
+        ([only], None) if only.code == "circuit_open" => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::Api,
+            "upstream_circuit_open",
+            "The provider failed too often recently and is being rested; try again later.",
+        ),
+        _ => {
+            let summary: Vec<String> = failures.iter().map(|f| format!("{}: {}", f.target, f.code)).collect();
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorType::Api,
+                "all_providers_failed",
+                format!("No provider could answer ({}).", summary.join(", ")),
+            )
+        }
+    };
+    if error.retry_after_s.is_none() {
+        error.retry_after_s = retry_after_ms.map(|ms| ms.div_ceil(1000));
+    }
+    error.failures = listed;
+    error
+}
+
+/// A 400 naming the first field no target could express.
+pub(super) fn unsupported(reasons: &[crate::error::Unsupported]) -> ApiError {
+    let first = reasons.first().expect("an unsupported outcome has at least one reason");
+    let detail: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+    ApiError::bad_request(
+        "unsupported_parameter",
+        format!("No provider for this model can serve the request: {}.", detail.join("; ")),
+    )
+    .with_param(first.field.clone())
 }
