@@ -119,6 +119,40 @@ pub struct ConfigError {
 
 pub const DEFAULT_UPSTREAM: &str = "https://api.openai.com/v1";
 
+/// Every variable `Config::from_vars` reads, besides the key secrets `ROUTES` names (see
+/// `Config::variables_for`). Hosts whose variables must be fetched ahead (Spin) fetch these;
+/// a test checks that nothing else is read.
+pub const VARIABLES: &[&str] = &[
+    "GATEWAY_KEYS",
+    "ROUTES",
+    "OPENAI_API_KEY",
+    "UPSTREAM_BASE_URL",
+    "UPSTREAM_TIMEOUT_MS",
+    "UPSTREAM_DEADLINE_MS",
+    "UPSTREAM_STREAM_IDLE_TIMEOUT_MS",
+    "MAX_RESPONSE_BYTES",
+    "DEFAULT_MAX_TOKENS",
+    "RETRIES_PER_TARGET",
+    "RETRY_BASE_MS",
+    "RETRY_MAX_MS",
+    "RETRY_AFTER_CAP_MS",
+    "COOLDOWN_DEFAULT_MS",
+    "BREAKER_ERROR_PERCENT",
+    "BREAKER_WINDOW_SECONDS",
+    "BREAKER_MIN_REQUESTS",
+    "BREAKER_OPEN_SECONDS",
+    "UPSTASH_REDIS_REST_URL",
+    "UPSTASH_REDIS_REST_TOKEN",
+    "REDIS_TIMEOUT_MS",
+    "CACHE_FRESH_TTL_SECONDS",
+    "CACHE_STALE_TTL_SECONDS",
+    "KV_TIMEOUT_MS",
+    "MAX_BODY_BYTES",
+    "MAX_ENTRY_BYTES",
+    "CORS_ALLOWED_ORIGINS",
+    "MODELS",
+];
+
 impl Config {
     pub fn from_vars(vars: &impl Vars) -> Result<Config, ConfigError> {
         let mut r = Reader { vars, problems: Vec::new() };
@@ -202,6 +236,23 @@ impl Config {
         } else {
             Err(ConfigError { problems: r.problems })
         }
+    }
+
+    /// The names of the key secrets a `ROUTES` value refers to (an unreadable value names none;
+    /// `from_vars` reports it).
+    pub fn variables_for(routes: &str) -> Vec<String> {
+        let Ok(serde_json::Value::Object(models)) = serde_json::from_str::<serde_json::Value>(routes) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = models
+            .values()
+            .filter_map(serde_json::Value::as_array)
+            .flatten()
+            .filter_map(|t| t.get("key").and_then(serde_json::Value::as_str).map(str::to_owned))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The tenant a gateway key belongs to.

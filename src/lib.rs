@@ -15,5 +15,8 @@ pub mod stores;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
-#[cfg(all(feature = "cloudflare", target_arch = "wasm32", target_os = "unknown"))]
+#[cfg(any(
+    all(feature = "cloudflare", target_arch = "wasm32", target_os = "unknown"),
+    all(feature = "spin", target_os = "wasi")
+))]
 mod adapters;

@@ -138,6 +138,12 @@ pub trait Vars {
 /// host guarantees (a cold start begins empty; what must survive is shared through Redis).
 pub trait Memory {
     fn health(&self) -> &Health;
+
+    /// Whether this memory serves later requests too (a Workers isolate) or starts empty for
+    /// each one (a Spin instance). Without it, health comes from Redis before routing.
+    fn lasts_between_requests(&self) -> bool {
+        true
+    }
 }
 
 /// Everything the gateway needs from a host. Cloning must be cheap: background tasks own a clone.

@@ -70,6 +70,8 @@ struct State {
     sent: RefCell<Vec<http::Request<Bytes>>>,
     routes: RefCell<Vec<(String, Responder)>>,
     health: crate::routing::health::Health,
+    /// False models Spin: memory is wiped before every request (see `forget_memory`).
+    memory_is_fleeting: Cell<bool>,
 }
 
 #[derive(Clone, Default)]
@@ -302,6 +304,23 @@ impl Background for MemHost {
 impl crate::ports::Memory for MemHost {
     fn health(&self) -> &crate::routing::health::Health {
         &self.state.health
+    }
+
+    fn lasts_between_requests(&self) -> bool {
+        !self.state.memory_is_fleeting.get()
+    }
+}
+
+impl MemHost {
+    /// Makes this host's memory start empty for every request, as a Spin instance's does;
+    /// the test calls `forget_memory` between requests.
+    pub fn set_memory_fleeting(&self, fleeting: bool) {
+        self.state.memory_is_fleeting.set(fleeting);
+    }
+
+    /// What a new instance starts with: no knowledge of any target.
+    pub fn forget_memory(&self) {
+        self.state.health.clear();
     }
 }
 

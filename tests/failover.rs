@@ -443,3 +443,26 @@ fn a_single_resting_target_says_why_and_when() {
     assert_eq!(second.json()["error"]["failures"], json!([{"target": "only", "code": "cooling_down"}]));
     assert_eq!(*calls.borrow(), 1);
 }
+
+/// Spin: every request starts in a fresh instance, so the breaker's window can only accumulate
+/// through Redis, read before routing and written after.
+#[test]
+fn the_breaker_works_through_redis_when_memory_does_not_last() {
+    let config = [("BREAKER_MIN_REQUESTS", "4"), ("BREAKER_ERROR_PERCENT", "50"), ("BREAKER_OPEN_SECONDS", "30")];
+    let w = world(&two_targets(), &config);
+    w.host.set_memory_fleeting(true);
+    let primary = scripted(&w, PRIMARY, (0..100).map(|_| status(500)).collect());
+    scripted(&w, SECONDARY, vec![]);
+    let mut providers = Vec::new();
+    for i in 0..8 {
+        w.host.forget_memory();
+        providers.push(ask(&w, &format!("fleeting {i}")).header("x-provider").map(str::to_owned));
+        w.host.run_background();
+    }
+    assert!(providers.iter().all(|p| p.as_deref() == Some("secondary")));
+    assert_eq!(*primary.borrow(), 4, "after 4 failures in fresh instances the breaker rests the target");
+    w.upstash.set_down(true);
+    w.host.forget_memory();
+    assert_eq!(ask(&w, "redis down").header("x-provider"), Some("secondary"), "a Redis outage does not stop routing");
+    assert_eq!(*primary.borrow(), 5, "without Redis a fresh instance knows nothing and tries the primary");
+}

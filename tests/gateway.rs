@@ -531,3 +531,44 @@ fn an_expired_entry_on_a_store_without_ttl_is_deleted() {
     w.host.run_background();
     assert!(w.host.kv_raw(key.as_str()).is_none(), "expired entry deleted");
 }
+
+/// Hosts that fetch variables ahead (Spin) fetch `VARIABLES` plus the keys `ROUTES` names:
+/// reading any other name would silently see nothing there.
+#[test]
+fn configuration_reads_only_the_declared_variables() {
+    use llm_edge_cache::config::{Config, VARIABLES};
+    use std::cell::RefCell;
+    struct Recording(RefCell<Vec<String>>, llm_edge_cache::testing::MapVars);
+    impl llm_edge_cache::ports::Vars for Recording {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.borrow_mut().push(name.to_owned());
+            self.1.var(name)
+        }
+    }
+    let routes = r#"{"m": [{"provider": "anthropic", "model": "c", "key": "ANTHROPIC_API_KEY"}, {"provider": "gemini", "model": "g", "key": "GEMINI_API_KEY"}]}"#;
+    let vars = Recording(
+        RefCell::new(Vec::new()),
+        llm_edge_cache::testing::MapVars::new(&[
+            ("GATEWAY_KEYS", r#"{"sk-test-tenant-a":"a"}"#),
+            ("ROUTES", routes),
+            ("ANTHROPIC_API_KEY", "k1"),
+            ("GEMINI_API_KEY", "k2"),
+        ]),
+    );
+    Config::from_vars(&vars).expect("valid");
+    let keys = Config::variables_for(routes);
+    assert_eq!(keys, ["ANTHROPIC_API_KEY", "GEMINI_API_KEY"]);
+    for name in vars.0.borrow().iter() {
+        assert!(VARIABLES.contains(&name.as_str()) || keys.contains(name), "{name} is read but not declared");
+    }
+    // Without ROUTES the single target's variables are read instead.
+    let single = Recording(
+        RefCell::new(Vec::new()),
+        llm_edge_cache::testing::MapVars::new(&[("GATEWAY_KEYS", r#"{"sk-test-tenant-a":"a"}"#)]),
+    );
+    Config::from_vars(&single).expect("valid");
+    let read: Vec<String> = vars.0.borrow().iter().chain(single.0.borrow().iter()).cloned().collect();
+    for name in VARIABLES {
+        assert!(read.iter().any(|n| n == name), "{name} is declared but never read");
+    }
+}

@@ -202,11 +202,11 @@ fn health_combines_breakers_cooldowns_and_shared_state() {
     assert_eq!(h.admit("t", 5_000), Ok(()));
     assert_eq!(h.describe("t", 5_000), "closed");
     // Another isolate saw the target fail: adopt its opening.
-    h.merge("u", Shared { open_until_ms: 9_000, cooldown_until_ms: 0 }, 1_000);
+    h.merge("u", Shared { open_until_ms: 9_000, cooldown_until_ms: 0, breaker: None }, 1_000);
     assert_eq!(h.admit("u", 2_000), Err(Skip::CircuitOpen));
     assert_eq!(h.describe("u", 2_000), "open");
-    assert_eq!(h.shared("u"), Shared { open_until_ms: 9_000, cooldown_until_ms: 0 });
+    assert_eq!(h.shared("u", false), Shared { open_until_ms: 9_000, cooldown_until_ms: 0, breaker: None });
     // What has already passed changes nothing.
-    h.merge("v", Shared { open_until_ms: 500, cooldown_until_ms: 500 }, 1_000);
+    h.merge("v", Shared { open_until_ms: 500, cooldown_until_ms: 500, breaker: None }, 1_000);
     assert_eq!(h.admit("v", 1_000), Ok(()));
 }

@@ -3,3 +3,6 @@
 
 #[cfg(all(feature = "cloudflare", target_arch = "wasm32", target_os = "unknown"))]
 mod cloudflare;
+
+#[cfg(all(feature = "spin", target_os = "wasi"))]
+mod spin;

@@ -119,13 +119,33 @@ impl<H: Host> Exchange<'_, H> {
         &self,
         request: &ChatRequest,
         targets: &[Target],
+        attempt: impl AsyncFnMut(&Target, http::Request<Bytes>, u64) -> Result<T, UpstreamError>,
+    ) -> Outcome<T> {
+        if self.host.lasts_between_requests() {
+            self.sync_health(targets);
+            return self.try_targets(request, targets, attempt).await;
+        }
+        // Memory that starts empty knows nothing: read what earlier requests learned first (a
+        // Redis round trip on the way to a provider call, bounded by its timeout), and leave
+        // what this request learned for the next.
+        self.load_health(targets).await;
+        let outcome = self.try_targets(request, targets, attempt).await;
+        for target in targets {
+            self.share_health(&target.id, true);
+        }
+        outcome
+    }
+
+    async fn try_targets<T>(
+        &self,
+        request: &ChatRequest,
+        targets: &[Target],
         mut attempt: impl AsyncFnMut(&Target, http::Request<Bytes>, u64) -> Result<T, UpstreamError>,
     ) -> Outcome<T> {
         let host = self.host;
         let config = self.config;
         let health = host.health();
         let deadline = host.now_ms().saturating_add(config.upstream.deadline_ms);
-        self.sync_health(targets);
         let order = select::order(targets, || host.random_u64());
         let mut failures: Vec<Failure> = Vec::new();
         let mut unsupported = Vec::new();
@@ -175,14 +195,14 @@ impl<H: Host> Exchange<'_, H> {
                 self.log_attempt(target, &error, retry);
                 if health.record(&target.id, now, false, &config.breaker) {
                     self.log("warn", "breaker_opened", json!({"target": target.id}));
-                    self.share_health(&target.id);
+                    self.share_health(&target.id, false);
                 }
                 let code = error.code();
                 let retry_after = match &error {
                     UpstreamError::RateLimited { retry_after_ms } => {
                         let cooldown = retry_after_ms.unwrap_or(config.retry.default_cooldown_ms);
                         health.cool_down(&target.id, now.saturating_add(cooldown));
-                        self.share_health(&target.id);
+                        self.share_health(&target.id, false);
                         failures.push(Failure { target: target.id.clone(), code });
                         last = Some(error);
                         continue 'targets;
@@ -214,7 +234,7 @@ impl<H: Host> Exchange<'_, H> {
         // When every target is only resting, say when the first one is back.
         let retry_after_ms = targets
             .iter()
-            .map(|t| health.shared(&t.id))
+            .map(|t| health.shared(&t.id, false))
             .map(|s| s.cooldown_until_ms.max(s.open_until_ms).saturating_sub(now))
             .filter(|ms| *ms > 0)
             .min();
@@ -229,13 +249,17 @@ impl<H: Host> Exchange<'_, H> {
         );
     }
 
-    /// Tells other isolates (through Redis, after the response) what this one knows of `id`.
-    fn share_health(&self, id: &str) {
+    /// Tells other isolates (through Redis, after the response) what this one knows of `id`;
+    /// `with_breaker` shares the breaker's window of outcomes too.
+    fn share_health(&self, id: &str, with_breaker: bool) {
         let Some(upstash) = self.config.upstash.clone() else { return };
-        let shared = self.host.health().shared(id);
+        let shared = self.host.health().shared(id, with_breaker);
         // The record lives as long as what it reports, counted from now, not from when the
-        // background task happens to run.
-        let ttl = shared.open_until_ms.max(shared.cooldown_until_ms).saturating_sub(self.host.now_ms());
+        // background task happens to run; a breaker window lives as long as the window.
+        let mut ttl = shared.open_until_ms.max(shared.cooldown_until_ms).saturating_sub(self.host.now_ms());
+        if shared.breaker.is_some() {
+            ttl = ttl.max(self.config.breaker.window_ms);
+        }
         if ttl == 0 {
             return;
         }
@@ -261,23 +285,34 @@ impl<H: Host> Exchange<'_, H> {
         health.last_sync_ms.set(now);
         let ids: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
         let host = self.host.clone();
-        self.host.spawn_background(Box::pin(async move {
-            let keys: Vec<String> = ids.iter().map(|id| health_key(id)).collect();
-            let mut args = vec!["MGET"];
-            args.extend(keys.iter().map(String::as_str));
-            let store = Upstash::new(&upstash);
-            let Ok(serde_json::Value::Array(values)) =
-                store.command(&host, "health_get", &args, 64 << 10, upstash.timeout_ms).await
-            else {
-                return;
-            };
-            let now = host.now_ms();
-            for (id, value) in ids.iter().zip(values) {
-                if let Some(shared) = value.as_str().and_then(|s| serde_json::from_str::<Shared>(s).ok()) {
-                    host.health().merge(id, shared, now);
-                }
-            }
-        }));
+        self.host.spawn_background(Box::pin(async move { read_health(&host, &upstash, &ids).await }));
+    }
+
+    /// Reads the shared records now, for memory that starts empty.
+    async fn load_health(&self, targets: &[Target]) {
+        let Some(upstash) = &self.config.upstash else { return };
+        let ids: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
+        read_health(self.host, upstash, &ids).await;
+    }
+}
+
+/// Merges the shared records of `ids` into this instance's memory; a Redis failure leaves it as
+/// it was (routing goes on with what it knows).
+async fn read_health<H: Host>(host: &H, upstash: &crate::config::UpstashConfig, ids: &[String]) {
+    let keys: Vec<String> = ids.iter().map(|id| health_key(id)).collect();
+    let mut args = vec!["MGET"];
+    args.extend(keys.iter().map(String::as_str));
+    let store = Upstash::new(upstash);
+    let Ok(serde_json::Value::Array(values)) =
+        store.command(host, "health_get", &args, 64 << 10, upstash.timeout_ms).await
+    else {
+        return;
+    };
+    let now = host.now_ms();
+    for (id, value) in ids.iter().zip(values) {
+        if let Some(shared) = value.as_str().and_then(|s| serde_json::from_str::<Shared>(s).ok()) {
+            host.health().merge(id, shared, now);
+        }
     }
 }
 

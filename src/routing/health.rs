@@ -19,11 +19,14 @@ pub struct Health {
     pub last_sync_ms: Cell<u64>,
 }
 
-/// What one isolate tells the others about a target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What one isolate tells the others about a target. Hosts whose memory does not last between
+/// requests also share the whole breaker (its window of outcomes), which is all they have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shared {
     pub open_until_ms: u64,
     pub cooldown_until_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<Breaker>,
 }
 
 /// Why a target was skipped without being called.
@@ -58,20 +61,33 @@ impl Health {
         *entry = (*entry).max(until_ms);
     }
 
-    /// The record to share for `id`.
-    pub fn shared(&self, id: &str) -> Shared {
+    /// The record to share for `id`, with the whole breaker when `with_breaker`.
+    pub fn shared(&self, id: &str, with_breaker: bool) -> Shared {
+        let breakers = self.breakers.borrow();
         Shared {
-            open_until_ms: self.breakers.borrow().get(id).and_then(Breaker::open_until).unwrap_or(0),
+            open_until_ms: breakers.get(id).and_then(Breaker::open_until).unwrap_or(0),
             cooldown_until_ms: self.cooldowns.borrow().get(id).copied().unwrap_or(0),
+            breaker: if with_breaker { breakers.get(id).cloned() } else { None },
         }
     }
 
-    /// Adopts what another isolate shared.
+    /// Adopts what another isolate shared. A whole breaker is adopted only where this isolate
+    /// has none of its own yet (a fresh Spin instance).
     pub fn merge(&self, id: &str, shared: Shared, now_ms: u64) {
+        if let Some(breaker) = shared.breaker {
+            self.breakers.borrow_mut().entry(id.to_owned()).or_insert(breaker);
+        }
         self.breakers.borrow_mut().entry(id.to_owned()).or_default().merge_open_until(shared.open_until_ms, now_ms);
         if shared.cooldown_until_ms > now_ms {
             self.cool_down(id, shared.cooldown_until_ms);
         }
+    }
+
+    /// Forgets everything (what a new instance starts with).
+    pub fn clear(&self) {
+        self.breakers.borrow_mut().clear();
+        self.cooldowns.borrow_mut().clear();
+        self.last_sync_ms.set(0);
     }
 
     /// A short word for `/healthz`.
