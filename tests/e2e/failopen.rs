@@ -54,7 +54,7 @@ fn redis_stopped(ctx: &Ctx) {
 }
 
 fn kv_unbound(ctx: &Ctx) {
-    let s = ctx.own_stack(&[("KV_BINDING", "NO_SUCH_BINDING")]);
+    let s = ctx.stack_without_kv();
     let m = marker("kv-unbound");
     let b = body(&m);
     let r = chat_a(&s, &b);

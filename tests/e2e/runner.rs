@@ -6,23 +6,37 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use devstack::stack::{Stack, StackOptions};
+use devstack::stack::{HostKind, Stack, StackOptions};
 
 /// The hosts every scenario runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Host {
     Cloudflare,
+    Spin,
 }
 
 impl Host {
     pub fn all() -> &'static [Host] {
-        &[Host::Cloudflare]
+        &[Host::Cloudflare, Host::Spin]
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Host::Cloudflare => "cloudflare",
+            Host::Spin => "spin",
         }
+    }
+
+    pub fn kind(self) -> HostKind {
+        match self {
+            Host::Cloudflare => HostKind::Cloudflare,
+            Host::Spin => HostKind::Spin,
+        }
+    }
+
+    /// A stack on this host.
+    pub fn stack(self, vars: Vec<(String, String)>, kv_unbound: bool) -> Result<Stack, devstack::stack::StackError> {
+        Stack::start(StackOptions { host: self.kind(), kv_unbound, vars, ..StackOptions::default() })
     }
 }
 
@@ -45,8 +59,12 @@ impl Ctx<'_> {
     pub fn stack_with(&self, base: Vec<(String, String)>, vars: &[(&str, &str)]) -> Stack {
         let mut all = base;
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Stack::start(StackOptions { vars: all, ..StackOptions::default() })
-            .unwrap_or_else(|e| panic!("own stack for {:?}: {e}", self.host))
+        self.host.stack(all, false).unwrap_or_else(|e| panic!("own stack for {:?}: {e}", self.host))
+    }
+
+    /// A stack of this scenario's own deployed without tier 1.
+    pub fn stack_without_kv(&self) -> Stack {
+        self.host.stack(shared_vars(), true).unwrap_or_else(|e| panic!("own stack for {:?}: {e}", self.host))
     }
 }
 
@@ -90,64 +108,74 @@ pub fn main() {
         .into_iter()
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
         .collect();
-    let filtered_out = scenarios().len() - selected.len();
+    let filtered_out = (scenarios().len() - selected.len()) * Host::all().len();
     let passed = AtomicUsize::new(0);
     let failures: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 
     // Silence the default panic message: failures are reported once, below, with their name.
     std::panic::set_hook(Box::new(|_| {}));
+    // Every host's shared stacks, started on this thread, which outlives them: wrangler and the
+    // Spin host are told to stop when the thread that started them ends (see devstack::worker).
+    let mut stacks: Vec<(Host, Stack, Stack)> = Vec::new();
     for &host in Host::all() {
         println!("starting the shared {} stacks...", host.name());
-        // Started on this thread, which outlives them: wrangler is told to stop when the thread
-        // that started it ends (see devstack::worker).
-        let shared = Stack::start(StackOptions { vars: shared_vars(), ..StackOptions::default() });
-        let routed = Stack::start(StackOptions { vars: crate::routing::vars(), ..StackOptions::default() });
-        let (shared, routed) = match (shared, routed) {
-            (Ok(s), Ok(r)) => (s, r),
+        match (host.stack(shared_vars(), false), host.stack(crate::routing::vars(), false)) {
+            (Ok(shared), Ok(routed)) => stacks.push((host, shared, routed)),
             (Err(e), _) | (_, Err(e)) => {
                 println!("a shared {} stack did not start: {e}", host.name());
                 failures.lock().expect("lock").push((format!("{}::<stack>", host.name()), e.to_string()));
-                continue;
             }
-        };
+        }
+    }
+    let record = |full: String, t: Instant, outcome: std::thread::Result<()>| match outcome {
+        Ok(()) => {
+            passed.fetch_add(1, Ordering::SeqCst);
+            println!("test {full} ... ok ({:.1}s)", t.elapsed().as_secs_f64());
+        }
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panicked".into());
+            println!("test {full} ... FAILED ({:.1}s)", t.elapsed().as_secs_f64());
+            failures.lock().expect("lock").push((full, why));
+        }
+    };
+    for (host, shared, routed) in &stacks {
         let next = AtomicUsize::new(0);
         std::thread::scope(|scope| {
             for _ in 0..THREADS {
                 scope.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some((name, run)) = selected.get(i) else { break };
-                    let full = format!("{}::{name}", host.name());
                     let t = Instant::now();
-                    let ctx = Ctx { host, shared: &shared, routed: &routed };
-                    match catch_unwind(AssertUnwindSafe(|| run(&ctx))) {
-                        Ok(()) => {
-                            passed.fetch_add(1, Ordering::SeqCst);
-                            println!("test {full} ... ok ({:.1}s)", t.elapsed().as_secs_f64());
-                        }
-                        Err(panic) => {
-                            let why = panic
-                                .downcast_ref::<String>()
-                                .cloned()
-                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                                .unwrap_or_else(|| "panicked".into());
-                            println!("test {full} ... FAILED ({:.1}s)", t.elapsed().as_secs_f64());
-                            failures.lock().expect("lock").push((full, why));
-                        }
-                    }
+                    let ctx = Ctx { host: *host, shared, routed };
+                    record(format!("{}::{name}", host.name()), t, catch_unwind(AssertUnwindSafe(|| run(&ctx))));
                 });
             }
         });
-        let worker_log = shared.worker.log();
-        if !failures.lock().expect("lock").is_empty() {
-            let tail: Vec<&str> = worker_log.lines().rev().take(40).collect();
-            println!("\n--- last lines of the shared {} worker log ---", host.name());
+    }
+    // The same requests on both hosts, compared.
+    if let [(_, cf, _), (_, spin, _)] = stacks.as_slice() {
+        for (name, run) in crate::parity::scenarios() {
+            if filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())) {
+                let t = Instant::now();
+                record(name.to_owned(), t, catch_unwind(AssertUnwindSafe(|| run(cf, spin))));
+            }
+        }
+    }
+    if !failures.lock().expect("lock").is_empty() {
+        for (host, shared, _) in &stacks {
+            let log = shared.worker.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            println!("\n--- last lines of the shared {} gateway log ---", host.name());
             for line in tail.iter().rev() {
                 println!("{line}");
             }
         }
-        drop(shared);
-        drop(routed);
     }
+    drop(stacks);
     let failures = failures.into_inner().expect("lock");
     for (name, why) in &failures {
         println!("\n---- {name} ----\n{why}");

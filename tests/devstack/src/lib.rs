@@ -27,6 +27,7 @@ pub mod http_server;
 pub mod redis_pool;
 pub mod redis_server;
 pub mod resp;
+pub mod spin;
 pub mod stack;
 pub mod upstash;
 pub mod upstream;

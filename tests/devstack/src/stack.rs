@@ -4,6 +4,7 @@
 //! Must not: hide a part's failure to start (each is an error naming the part).
 
 use crate::redis_server::RedisServer;
+use crate::spin::{SpinError, SpinProcess};
 use crate::upstash::{try_spawn_upstash, UpstashHandle};
 use crate::upstream::{try_spawn_upstream, UpstreamHandle};
 use crate::worker::{WorkerError, WorkerProcess};
@@ -23,7 +24,58 @@ pub enum Upstream {
     Real { base_url: String, api_key: String },
 }
 
+/// Which runtime serves the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKind {
+    /// workerd through `wrangler dev`.
+    #[default]
+    Cloudflare,
+    /// The Spin build in the Spin-compatible test host.
+    Spin,
+}
+
+/// The running gateway, on either host.
+pub enum Worker {
+    Workerd(WorkerProcess),
+    Spin(SpinProcess),
+}
+
+impl Worker {
+    pub fn url(&self) -> String {
+        match self {
+            Worker::Workerd(w) => w.url(),
+            Worker::Spin(s) => s.url(),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        match self {
+            Worker::Workerd(w) => w.port(),
+            Worker::Spin(s) => s.port(),
+        }
+    }
+
+    /// Everything the runtime and the gateway printed (the gateway's JSON log lines included).
+    pub fn log(&self) -> String {
+        match self {
+            Worker::Workerd(w) => w.log(),
+            Worker::Spin(s) => s.log(),
+        }
+    }
+
+    /// Writes a raw value into tier 1 with the host's own operator tool.
+    pub fn kv_put_local(&self, key: &str, value: &str) -> Result<(), String> {
+        match self {
+            Worker::Workerd(w) => w.kv_put_local(key, value),
+            Worker::Spin(s) => s.kv_put_local(key, value),
+        }
+    }
+}
+
 pub struct StackOptions {
+    pub host: HostKind,
+    /// Deploy without tier 1 (no KV binding on Workers, no store granted on Spin).
+    pub kv_unbound: bool,
     pub upstream: Upstream,
     /// Extra worker vars; they replace the defaults of the same name. `{upstream}` in a value
     /// becomes the fake upstream's base URL (`http://127.0.0.1:PORT`), for `ROUTES`.
@@ -34,7 +86,13 @@ pub struct StackOptions {
 
 impl Default for StackOptions {
     fn default() -> Self {
-        StackOptions { upstream: Upstream::Fake, vars: Vec::new(), port: 0 }
+        StackOptions {
+            host: HostKind::Cloudflare,
+            kv_unbound: false,
+            upstream: Upstream::Fake,
+            vars: Vec::new(),
+            port: 0,
+        }
     }
 }
 
@@ -48,11 +106,13 @@ pub enum StackError {
     Upstream(String),
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    #[error(transparent)]
+    Spin(#[from] SpinError),
 }
 
 pub struct Stack {
     // Field order is drop order: the worker stops before the stores it talks to.
-    pub worker: WorkerProcess,
+    pub worker: Worker,
     pub upstream: Option<UpstreamHandle>,
     pub upstash: UpstashHandle,
     pub redis: RedisServer,
@@ -87,7 +147,15 @@ impl Stack {
             vars.retain(|(existing, _)| *existing != k);
             vars.push((k, v.replace("{upstream}", &fake_url)));
         }
-        let worker = WorkerProcess::start(&vars, options.port)?;
+        let worker = match options.host {
+            HostKind::Cloudflare => {
+                if options.kv_unbound {
+                    vars.push(("KV_BINDING".to_owned(), "NO_SUCH_BINDING".to_owned()));
+                }
+                Worker::Workerd(WorkerProcess::start(&vars, options.port)?)
+            }
+            HostKind::Spin => Worker::Spin(SpinProcess::start(&vars, options.port, !options.kv_unbound)?),
+        };
         Ok(Stack { worker, upstream, upstash, redis })
     }
 

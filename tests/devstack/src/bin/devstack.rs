@@ -5,16 +5,21 @@
 
 use anyhow::Context as _;
 use devstack::cli::parse_flags;
-use devstack::stack::{Stack, StackOptions, Upstream, KEY_A};
+use devstack::stack::{HostKind, Stack, StackOptions, Upstream, KEY_A};
 
-const USAGE: &str = "usage: devstack up [--port 8787]";
+const USAGE: &str = "usage: devstack up [--port 8787] [--host cloudflare|spin]";
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     if args.next().as_deref() != Some("up") {
         anyhow::bail!("{USAGE}");
     }
-    let flags = parse_flags(args, &["port"], USAGE)?;
+    let flags = parse_flags(args, &["port", "host"], USAGE)?;
+    let host = match flags.get("host").map(String::as_str) {
+        None | Some("cloudflare") => HostKind::Cloudflare,
+        Some("spin") => HostKind::Spin,
+        Some(other) => anyhow::bail!("--host {other:?}: expected cloudflare or spin\n{USAGE}"),
+    };
     let port: u16 = flags.get("port").map_or(Ok(8787), |p| p.parse()).context("--port must be a port number")?;
     let upstream = match std::env::var("OPENAI_API_KEY") {
         Ok(key) if !key.trim().is_empty() => Upstream::Real {
@@ -24,16 +29,15 @@ fn main() -> anyhow::Result<()> {
         _ => Upstream::Fake,
     };
     let real = matches!(upstream, Upstream::Real { .. });
-    eprintln!(
-        "starting redis-server, the Upstash REST endpoint, {} and workerd...",
-        if real { "(real OpenAI)" } else { "the fake upstream" }
-    );
-    let stack = Stack::start(StackOptions { upstream, vars: Vec::new(), port })?;
+    let runtime = if host == HostKind::Spin { "the Spin host" } else { "workerd" };
+    let upstream_name = if real { "(real OpenAI)" } else { "the fake upstream" };
+    eprintln!("starting redis-server, the Upstash REST endpoint, {upstream_name} and {runtime}...");
+    let stack = Stack::start(StackOptions { host, upstream, port, ..StackOptions::default() })?;
     let url = stack.url();
     println!(
         r#"
 llm-edge-cache is running at {url}
-  tier 1: workerd local KV      tier 2: redis-server via Upstash REST at {upstash}
+  host: {runtime}   tier 1: its local KV   tier 2: redis-server via Upstash REST at {upstash}
   upstream: {upstream}
   gateway key: {KEY_A}
 
@@ -58,8 +62,8 @@ Health: curl -s {url}/healthz      Stop: Ctrl-C
             format!("fake OpenAI-compatible upstream at {}/v1", stack.fake().url())
         },
     );
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(tokio::signal::ctrl_c())?;
+    let signals = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    signals.block_on(tokio::signal::ctrl_c())?;
     eprintln!("stopping...");
     drop(stack);
     Ok(())
