@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the local run and the tests need, skipping whatever is already installed, and
 # exports the environment they run in. Sourced by start.sh and test.sh; safe to run again.
-#   Debian: redis-server          Rust: the wasm32 target, worker-build, wasm-bindgen-cli
-#   npm (package-lock.json): node 22, wrangler (workerd), binaryen, @upstash/redis, openai
+#   Debian: redis-server          Rust: the wasm32 targets, worker-build, wasm-bindgen-cli
+#   npm (package-lock.json): node 22, wrangler (workerd), binaryen, @upstash/redis
 # Nothing is downloaded from outside the package registries (TOOLCHAIN.md): worker-build is
 # pointed at the wasm-bindgen and esbuild installed here instead of fetching its own.
 
@@ -18,7 +18,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
 
-for target in wasm32-unknown-unknown; do
+for target in wasm32-unknown-unknown wasm32-wasip2; do
   if ! rustup target list --installed | grep -qx "$target"; then
     say "adding the Rust target $target"
     rustup target add "$target"
@@ -28,8 +28,11 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 
 if [ ! -x node_modules/.bin/wrangler ] || [ ! -x node_modules/node/bin/node ] \
    || ! cmp -s package-lock.json node_modules/.package-lock.json.installed 2>/dev/null; then
-  say "installing npm packages (npm ci)"
-  npm ci --no-audit --no-fund --loglevel=error
+  # Not `npm ci`: the registry reachable here serves workerd's Linux packages only, so the lock
+  # cannot list the macOS/Windows ones and `npm ci` refuses it as out of sync. `npm install`
+  # installs exactly the locked versions that exist and leaves the lock file as it is.
+  say "installing npm packages (npm install from package-lock.json)"
+  npm install --no-audit --no-fund --loglevel=error
   cp package-lock.json node_modules/.package-lock.json.installed
 fi
 
@@ -53,4 +56,6 @@ export WASM_OPT_BIN="$ROOT/node_modules/.bin/wasm-opt"
 export WRANGLER_SEND_METRICS=false
 export CLOUDFLARE_CF_FETCH_ENABLED=false
 export XDG_CONFIG_HOME="$ROOT/target/xdg"
+# CI builds once from scratch: incremental artefacts would only cost disk (gigabytes with wasmtime).
+if [ "${CI:-}" = "true" ]; then export CARGO_INCREMENTAL=0; fi
 mkdir -p "$XDG_CONFIG_HOME"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test run (README's test command, and what .ci/run calls): installs what is missing,
-# checks formatting and lints on the host and on wasm32, builds the worker, then runs every
-# test: host tests of the core, the devstack tools' tests (the official @upstash/redis and
-# OpenAI clients among them) and the end-to-end suite on workerd with a real redis-server.
+# checks formatting and lints on the host and on both wasm targets, builds the Cloudflare worker,
+# the Spin component and the Spin test host, then runs every test: host tests of the core, the
+# tools' tests (the official @upstash/redis and OpenAI clients among them, the Spin host against
+# a real spin-sdk guest) and the end-to-end suite on workerd and on the Spin host, each with a
+# real redis-server.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/setup.sh"
@@ -12,9 +14,13 @@ step "cargo fmt --check"
 cargo fmt --all --check
 step "clippy (host, every target)"
 cargo clippy --workspace --all-targets -- -D warnings
-step "clippy (wasm32-unknown-unknown)"
+step "clippy (wasm32-unknown-unknown: Cloudflare)"
 cargo clippy -p llm-edge-cache --target wasm32-unknown-unknown --all-targets -- -D warnings
-step "build the worker"
+step "clippy (wasm32-wasip2: Spin)"
+cargo clippy -p llm-edge-cache --target wasm32-wasip2 --all-targets -- -D warnings
+step "build the Cloudflare worker"
 "$HERE/build-worker.sh"
-step "cargo test (host, devstack, end-to-end on workerd)"
+step "build the Spin component and the Spin test host"
+"$HERE/build-spin.sh"
+step "cargo test (core, tools, Spin host, end-to-end on workerd and Spin)"
 cargo test --workspace
