@@ -74,10 +74,11 @@ pub enum CollectError {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PortError {
     /// The host could not reach the resource at all (binding missing, connection refused, DNS).
-    #[error("unavailable: {0}")]
+    /// (Displayed as the message alone: callers wrap it in their own kind.)
+    #[error("{0}")]
     Unavailable(String),
     /// The host reached it but the exchange failed (bad reply, refused write).
-    #[error("failed: {0}")]
+    #[error("{0}")]
     Failed(String),
 }
 

@@ -43,11 +43,11 @@ impl SpinProcess {
     /// key-value store (tier 1 then fails, as a misconfigured deployment would).
     pub fn start(vars: &[(String, String)], port: u16, kv: bool) -> Result<SpinProcess, SpinError> {
         let root = repo_root();
-        let component = root.join("target/wasm32-wasip2/release/llm_edge_cache.wasm");
+        let component = root.join("target/wasm32-wasip2/spin/llm_edge_cache.wasm");
         if !component.exists() {
             return Err(SpinError::NotBuilt(
                 component,
-                "cargo build -p llm-edge-cache --target wasm32-wasip2 --release",
+                "cargo build -p llm-edge-cache --target wasm32-wasip2 --profile spin",
             ));
         }
         let host = root.join("target/release/spin-host");

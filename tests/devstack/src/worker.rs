@@ -77,8 +77,16 @@ impl WorkerProcess {
         }
         let dir = unique_dir(&root)?;
         let config = dir.join("wrangler.toml");
-        std::fs::write(&config, wrangler_toml(&shim, vars))
+        // Secrets go to .dev.vars, as `wrangler secret put` would for a deployment: wrangler then
+        // shows them as hidden instead of printing their values in its start-up banner.
+        // Single-quoted .dev.vars values are taken literally; a value with a quote or a newline
+        // stays in [vars].
+        let literal = |v: &str| !v.contains('\'') && !v.contains('\n');
+        let (secrets, plain): (Vec<_>, Vec<_>) = vars.iter().cloned().partition(|(k, v)| is_secret(k) && literal(v));
+        std::fs::write(&config, wrangler_toml(&shim, &plain))
             .map_err(|e| WorkerError::Io(config.display().to_string(), e))?;
+        let dev_vars: String = secrets.iter().map(|(k, v)| format!("{k}='{v}'\n")).collect();
+        std::fs::write(dir.join(".dev.vars"), dev_vars).map_err(|e| WorkerError::Io(".dev.vars".into(), e))?;
         let port = if port == 0 { free_port()? } else { port };
         let log = std::fs::File::create(dir.join("wrangler.log")).map_err(|e| WorkerError::Io("log".into(), e))?;
         let log_err = log.try_clone().map_err(|e| WorkerError::Io("log".into(), e))?;
@@ -185,6 +193,11 @@ impl Drop for WorkerProcess {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Keys, tokens and the gateway key map are secrets.
+fn is_secret(name: &str) -> bool {
+    name == "GATEWAY_KEYS" || name.ends_with("_KEY") || name.ends_with("_TOKEN")
 }
 
 fn wrangler_toml(shim: &Path, vars: &[(String, String)]) -> String {
