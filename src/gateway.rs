@@ -6,6 +6,7 @@
 //! for the client. The client never waits for a cache write. Must not: do IO except through the
 //! ports, or read time except from `Clock`.
 
+mod counters;
 mod info;
 mod origin;
 mod reply;
@@ -23,7 +24,7 @@ use crate::cache::key::CacheKey;
 use crate::cache::policy::{Bypass, Policy};
 use crate::cache::status::{CacheReport, Lookup, Served};
 use crate::config::{Config, ConfigError};
-use crate::error::{ApiError, ErrorType, StoreError, Tier};
+use crate::error::{ApiError, ErrorType, StoreError, StoreErrorKind, Tier};
 use crate::ports::{Body, CollectError, Host};
 use crate::providers::stream::SseTranslator;
 use crate::routing::table::Target;
@@ -282,6 +283,7 @@ impl<H: Host> Exchange<'_, H> {
                     } else {
                         let fields = json!({"bytes": answer.body.len(), "limit": self.config.max_entry_bytes});
                         self.log("warn", "entry_too_large", fields);
+                        self.count(counters::ENTRY_TOO_LARGE);
                     }
                 }
                 let mut response = reply::json(StatusCode::OK, answer.body);
@@ -472,7 +474,8 @@ impl<H: Host> Exchange<'_, H> {
     /// Writes an entry to the chosen tiers after the response has gone out.
     fn write_back(&self, key: CacheKey, entry: Entry, to_kv: bool, to_redis: bool) {
         let host = self.host.clone();
-        let upstash = if to_redis { self.config.upstash.clone() } else { None };
+        let counters = self.config.upstash.clone();
+        let upstash = if to_redis { counters.clone() } else { None };
         let request_id = self.request_id.to_owned();
         self.host.spawn_background(Box::pin(async move {
             let encoded = entry.encode();
@@ -494,10 +497,24 @@ impl<H: Host> Exchange<'_, H> {
             };
             let (kv_result, redis_result) = join(kv_write, redis_write).await;
             for e in [kv_result.err(), redis_result.err()].into_iter().flatten() {
-                let line = json!({"level": "warn", "event": "store_error", "request_id": request_id, "tier": e.tier.as_str(), "op": e.op, "kind": e.kind.word(), "detail": e.kind.to_string()});
+                let line = json!({"level": "warn", "event": "store_error", "request_id": request_id, "tier": e.tier.as_str(), "op": e.op, "kind": e.kind.word(), "detail": e.kind.to_string(), "retryable": e.kind.retryable()});
                 host.log(&line.to_string());
+                if matches!(e.kind, StoreErrorKind::TooLarge { .. }) {
+                    let counter = match e.tier {
+                        Tier::EdgeKv => counters::EDGE_KV_TOO_LARGE,
+                        Tier::Redis => counters::REDIS_TOO_LARGE,
+                    };
+                    counters::bump(&host, counters.as_ref(), counter).await;
+                }
             }
         }));
+    }
+
+    /// Counts an event in Redis after the response (best effort).
+    fn count(&self, counter: &'static str) {
+        let host = self.host.clone();
+        let upstash = self.config.upstash.clone();
+        self.host.spawn_background(Box::pin(async move { counters::bump(&host, upstash.as_ref(), counter).await }));
     }
 
     fn log(&self, level: &str, event: &str, fields: serde_json::Value) {

@@ -404,6 +404,14 @@ impl MemUpstash {
             ["GET", key] => data.get(*key).map_or(json!(null), |(v, _)| json!(v)),
             ["MGET", keys @ ..] => json!(keys.iter().map(|k| data.get(*k).map(|(v, _)| v.clone())).collect::<Vec<_>>()),
             ["EXISTS", key] => json!(i64::from(data.contains_key(*key))),
+            ["INCR", key] => {
+                let entry = data.entry((*key).to_owned()).or_insert(("0".to_owned(), None));
+                let Ok(n) = entry.0.parse::<i64>() else {
+                    return Scripted::json(400, &json!({"error": "ERR value is not an integer or out of range"}));
+                };
+                entry.0 = (n + 1).to_string();
+                json!(n + 1)
+            }
             ["DEL", key] => json!(i64::from(data.remove(*key).is_some())),
             ["SET", key, value, rest @ ..] => {
                 let expiry = match rest {

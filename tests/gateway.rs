@@ -480,8 +480,35 @@ fn oversize_answers_are_served_but_not_stored() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("cache-status"), Some("redis; fwd=uri-miss, edge-kv; fwd=uri-miss"));
     w.host.run_background();
-    assert!(w.host.kv_keys().is_empty() && w.upstash.is_empty());
+    assert!(w.host.kv_keys().is_empty());
+    assert!(w.upstash.raw(key_for("tenant-a", &body_with("big")).as_str()).is_none());
     assert!(w.host.logs().iter().any(|l| l.contains("entry_too_large")));
+    let health = w.send(http::Request::get("https://gw.test/healthz").body(Body::empty()).expect("request")).json();
+    assert_eq!(health["not_stored"]["entry_too_large"], 1, "counted, not failed: {health}");
+}
+
+/// Spin's default store takes values up to 1 MiB: a larger entry skips tier 1 (counted) and
+/// still goes to tier 2, which then serves it.
+#[test]
+fn an_entry_over_the_kv_limit_skips_tier_one_and_is_counted() {
+    use llm_edge_cache::ports::KvLimits;
+    let w = World::new();
+    w.host.set_kv_limits(KvLimits { max_key_bytes: 256, max_value_bytes: 1 << 20, min_ttl_seconds: None });
+    let big = serde_json::json!({"choices": [{"message": {"content": "y".repeat(1_200_000)}}]});
+    w.upstream(move |_| Scripted::json(200, &big));
+    let body = body_with("over the kv limit");
+    assert_eq!(w.chat(&body, &[]).status, 200);
+    w.host.run_background();
+    let key = key_for("tenant-a", &body);
+    assert!(w.host.kv_raw(key.as_str()).is_none(), "not written to tier 1");
+    assert!(w.upstash.raw(key.as_str()).is_some(), "written to tier 2");
+    assert!(w.host.logs().iter().any(|l| l.contains("\"kind\":\"too-large\"") && l.contains("edge-kv")));
+    let hit = w.chat(&body, &[]);
+    assert_eq!((hit.header("x-cache"), hit.header("x-cache-tier")), (Some("HIT"), Some("redis")));
+    w.host.run_background();
+    let health = w.send(http::Request::get("https://gw.test/healthz").body(Body::empty()).expect("request")).json();
+    assert_eq!(health["not_stored"]["edge_kv_too_large"], 2, "the write and the backfill were both skipped: {health}");
+    assert_eq!(health["not_stored"]["entry_too_large"], 0);
 }
 
 #[test]

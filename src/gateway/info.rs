@@ -57,10 +57,15 @@ pub async fn healthz<H: Host>(host: &H, config: Result<&Config, &ConfigError>) -
             })
         })
         .collect();
+    let skipped = match &config.upstash {
+        Some(upstash) if redis["state"] == "ok" => super::counters::read(host, upstash).await.unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
     let body = json!({
         "status": if all_ok { "ok" } else { "degraded" },
         "tiers": {"edge_kv": kv, "redis": redis},
         "targets": targets,
+        "not_stored": skipped,
     });
     reply::json(StatusCode::OK, body.to_string())
 }

@@ -9,7 +9,7 @@ use llm_edge_cache::cache::entry::Entry;
 use serde_json::json;
 
 use crate::client::*;
-use crate::runner::{eventually, Ctx, Scenario};
+use crate::runner::{eventually, Ctx, Host, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -21,6 +21,7 @@ pub fn scenarios() -> Vec<Scenario> {
         ("cache::no_cache_refreshes_the_entry", no_cache),
         ("cache::only_if_cached_is_504_on_a_miss", only_if_cached),
         ("cache::the_provider_gets_the_gateway_key_and_the_request", provider_gets_gateway_key),
+        ("cache::an_entry_over_the_hosts_kv_limit_is_served_from_redis", over_kv_limit),
     ]
 }
 
@@ -158,4 +159,36 @@ fn provider_gets_gateway_key(ctx: &Ctx) {
     );
     let sent: serde_json::Value = serde_json::from_str(calls[0]["body"].as_str().expect("body")).expect("json");
     assert_eq!(sent, b, "every field forwarded unchanged");
+}
+
+/// 1.2 MB fits Workers KV (25 MiB values) but not Spin's default store (1 MiB): on Spin the entry
+/// skips tier 1, is counted, and tier 2 serves it; nothing fails on either host.
+fn over_kv_limit(ctx: &Ctx) {
+    let s = ctx.own_stack(&[]);
+    let m = marker("big");
+    let big = json!({"id": "chatcmpl-big", "object": "chat.completion", "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "z".repeat(1_200_000)}, "finish_reason": "stop"}]});
+    s.fake().add_rule(&m, json!([{"kind": "status", "status": 200, "body": big.to_string()}]), true);
+    let b = body(&m);
+    let first = chat_a(&s, &b);
+    assert_eq!(first.status, 200);
+    assert_eq!(first.body.len(), big.to_string().len());
+    let hit = wait_cached(&s, KEY_A, &b);
+    assert_eq!(hit.body, first.body);
+    let expected_tier = match ctx.host {
+        Host::Cloudflare => "edge-kv",
+        Host::Spin => "redis",
+    };
+    let settled = eventually(Duration::from_secs(10), "the entry to settle in its tier", || {
+        let r = chat_a(&s, &b);
+        (header(&r, "x-cache-tier") == expected_tier).then_some(r)
+    });
+    assert_eq!(header(&settled, "x-cache"), "HIT");
+    let health = json_of(&devstack::HttpRequest::get(&format!("{}/healthz", s.url())).send().expect("healthz"));
+    let skipped = health["not_stored"]["edge_kv_too_large"].as_u64().expect("a count");
+    match ctx.host {
+        Host::Cloudflare => assert_eq!(skipped, 0, "{health}"),
+        Host::Spin => assert!(skipped >= 1, "counted on Spin: {health}"),
+    }
+    assert_eq!(s.fake().calls(&m), 1);
 }
