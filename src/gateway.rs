@@ -256,14 +256,7 @@ impl<H: Host> Exchange<'_, H> {
             }
         }
         if policy.only_if_cached {
-            let mut response = reply::error(&ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                ErrorType::InvalidRequest,
-                "cache_miss",
-                "No fresh cached answer exists and the request said only-if-cached.",
-            ));
-            reply::cache_headers(response.headers_mut(), &report);
-            return response;
+            return reply::cache_miss("No fresh cached answer exists and the request said only-if-cached.", &report);
         }
 
         let started = self.host.now_ms();
@@ -292,8 +285,7 @@ impl<H: Host> Exchange<'_, H> {
                 response
             }
             Outcome::ClientError { error, attempts } => {
-                let mut response = reply::error(&error.to_api_error());
-                reply::cache_headers(response.headers_mut(), &report);
+                let mut response = reply::error_with_cache(&error.to_api_error(), &report);
                 reply::set(response.headers_mut(), "x-attempts", &attempts.to_string());
                 response
             }
@@ -301,20 +293,12 @@ impl<H: Host> Exchange<'_, H> {
                 let error = all_failed(&failures, last.as_ref(), retry_after_ms);
                 let mut response = match stale {
                     Some((tier, entry)) => self.serve_stale(tier, entry, report, error.code),
-                    None => {
-                        let mut response = reply::error(&error);
-                        reply::cache_headers(response.headers_mut(), &report);
-                        response
-                    }
+                    None => reply::error_with_cache(&error, &report),
                 };
                 reply::set(response.headers_mut(), "x-attempts", &attempts.to_string());
                 response
             }
-            Outcome::Unsupported(reasons) => {
-                let mut response = reply::error(&unsupported(&reasons));
-                reply::cache_headers(response.headers_mut(), &report);
-                response
-            }
+            Outcome::Unsupported(reasons) => reply::error_with_cache(&unsupported(&reasons), &report),
         }
     }
 
@@ -414,14 +398,8 @@ impl<H: Host> Exchange<'_, H> {
             report.redis.lookup = Lookup::Bypassed(Bypass::Stream);
         }
         if policy.only_if_cached {
-            let mut response = reply::error(&ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                ErrorType::InvalidRequest,
-                "cache_miss",
-                "Streaming answers are not cached, so an only-if-cached streaming request cannot be served.",
-            ));
-            reply::cache_headers(response.headers_mut(), &report);
-            return response;
+            let why = "Streaming answers are not cached, so an only-if-cached streaming request cannot be served.";
+            return reply::cache_miss(why, &report);
         }
         let started = self.host.now_ms();
         let outcome = self.open_stream(request, targets).await;
@@ -466,9 +444,7 @@ impl<H: Host> Exchange<'_, H> {
             }
             Outcome::Unsupported(reasons) => unsupported(&reasons),
         };
-        let mut response = reply::error(&error);
-        reply::cache_headers(response.headers_mut(), &report);
-        response
+        reply::error_with_cache(&error, &report)
     }
 
     /// Writes an entry to the chosen tiers after the response has gone out.

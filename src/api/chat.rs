@@ -227,14 +227,7 @@ fn missing(param: &str) -> ApiError {
 }
 
 fn wrong_type(param: &str, expected: &str, got: &Value) -> ApiError {
-    let got = match got {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    };
+    let got = super::json_type_name(got);
     ApiError::bad_request("invalid_type", format!("Invalid type for '{param}': expected {expected}, but got {got}."))
         .with_param(param)
 }

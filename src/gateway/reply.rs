@@ -66,6 +66,19 @@ pub fn error(err: &ApiError) -> Response<Body> {
     response
 }
 
+/// An error answer that also says what the cache did.
+pub fn error_with_cache(err: &ApiError, report: &CacheReport) -> Response<Body> {
+    let mut response = error(err);
+    cache_headers(response.headers_mut(), report);
+    response
+}
+
+/// The 504 of `Cache-Control: only-if-cached` when no entry may answer.
+pub fn cache_miss(why: &str, report: &CacheReport) -> Response<Body> {
+    let err = ApiError::new(StatusCode::GATEWAY_TIMEOUT, crate::error::ErrorType::InvalidRequest, "cache_miss", why);
+    error_with_cache(&err, report)
+}
+
 /// Sets a header from a string this crate produced; such strings are always valid values.
 pub fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
     let value = HeaderValue::from_str(value).expect("header values built by the gateway are visible ASCII");

@@ -10,6 +10,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::api::json_type_name;
 use crate::cache::entry::Entry;
 use crate::cache::key::CacheKey;
 use crate::config::UpstashConfig;
@@ -84,7 +85,7 @@ impl<'a> Upstash<'a> {
                     .map_err(|e| err("get", StoreErrorKind::Garbage(format!("value is not base64: {e}"))))?;
                 Entry::decode(&bytes).map(Some).map_err(|e| err("get", StoreErrorKind::Garbage(e.to_string())))
             }
-            other => Err(err("get", StoreErrorKind::Protocol(format!("GET returned {}", kind_of(&other))))),
+            other => Err(err("get", StoreErrorKind::Protocol(format!("GET returned {}", json_type_name(&other))))),
         }
     }
 
@@ -105,7 +106,7 @@ impl<'a> Upstash<'a> {
         let result = self.command(host, "put", &["SET", key.as_str(), &b64, "PX", &ttl], 1024, timeout_ms).await?;
         match result {
             Value::String(s) if s == "OK" => Ok(()),
-            other => Err(err("put", StoreErrorKind::Protocol(format!("SET returned {}", kind_of(&other))))),
+            other => Err(err("put", StoreErrorKind::Protocol(format!("SET returned {}", json_type_name(&other))))),
         }
     }
 
@@ -113,7 +114,7 @@ impl<'a> Upstash<'a> {
     pub async fn ping<H: Http + Clock>(&self, host: &H) -> Result<(), StoreError> {
         match self.command(host, "ping", &["PING"], 1024, self.config.timeout_ms).await? {
             Value::String(s) if s == "PONG" => Ok(()),
-            other => Err(err("ping", StoreErrorKind::Protocol(format!("PING returned {}", kind_of(&other))))),
+            other => Err(err("ping", StoreErrorKind::Protocol(format!("PING returned {}", json_type_name(&other))))),
         }
     }
 }
@@ -135,17 +136,6 @@ fn parse_reply(op: &'static str, status: http::StatusCode, body: &[u8]) -> Resul
             };
             Err(err(op, kind))
         }
-        other => Err(err(op, StoreErrorKind::Protocol(format!("HTTP {status} with {}", kind_of(&other))))),
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        other => Err(err(op, StoreErrorKind::Protocol(format!("HTTP {status} with {}", json_type_name(&other))))),
     }
 }
