@@ -107,3 +107,38 @@ pub fn read_stream(req: HttpRequest) -> Result<HttpResponse, HttpResponse> {
         Err(e) => panic!("stream request failed outright: {e}"),
     }
 }
+
+/// The cases of `fixtures/bad_input.json`, shared with the host tests.
+pub fn bad_input_cases() -> Vec<Value> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/bad_input.json");
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
+    all["cases"].as_array().expect("cases").clone()
+}
+
+/// The request of one bad-input case; an `oversize` case gets a body of `body_limit + 1` bytes or more.
+pub fn bad_input_request(stack: &Stack, case: &Value, body_limit: usize) -> HttpRequest {
+    let mut req = HttpRequest::new(
+        case["method"].as_str().expect("method"),
+        &format!("{}{}", stack.url(), case["path"].as_str().expect("path")),
+    )
+    .header("content-type", case["content_type"].as_str().unwrap_or("application/json"));
+    match &case["auth"] {
+        Value::Bool(false) => {}
+        Value::String(v) => req = req.header("authorization", v),
+        _ => req = req.header("authorization", &format!("Bearer {KEY_A}")),
+    }
+    if let Some(headers) = case["headers"].as_object() {
+        for (k, v) in headers {
+            req = req.header(k, v.as_str().expect("header value"));
+        }
+    }
+    let body = if case["oversize"] == true {
+        format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(body_limit))
+    } else {
+        case["body"].as_str().unwrap_or("").to_owned()
+    };
+    if case["method"] != "GET" {
+        req = req.body(body.into_bytes());
+    }
+    req
+}

@@ -3,7 +3,6 @@
 
 use devstack::stack::{KEY_A, UPSTASH_TOKEN, UPSTREAM_KEY};
 use devstack::HttpRequest;
-use serde_json::Value;
 
 use crate::client::*;
 use crate::runner::{Ctx, Scenario};
@@ -22,34 +21,9 @@ const BODY_LIMIT: usize = 65536;
 
 fn bad_input_matrix(ctx: &Ctx) {
     let s = ctx.shared;
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/bad_input.json");
-    let all: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
-    for case in all["cases"].as_array().expect("cases") {
+    for case in bad_input_cases() {
         let name = case["name"].as_str().expect("name");
-        let mut req = HttpRequest::new(
-            case["method"].as_str().expect("method"),
-            &format!("{}{}", s.url(), case["path"].as_str().expect("path")),
-        )
-        .header("content-type", case["content_type"].as_str().unwrap_or("application/json"));
-        match &case["auth"] {
-            Value::Bool(false) => {}
-            Value::String(v) => req = req.header("authorization", v),
-            _ => req = req.header("authorization", &format!("Bearer {KEY_A}")),
-        }
-        if let Some(headers) = case["headers"].as_object() {
-            for (k, v) in headers {
-                req = req.header(k, v.as_str().expect("value"));
-            }
-        }
-        let body = if case["oversize"] == true {
-            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(BODY_LIMIT))
-        } else {
-            case["body"].as_str().unwrap_or("").to_owned()
-        };
-        if case["method"] != "GET" {
-            req = req.body(body.into_bytes());
-        }
-        let r = req.send().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let r = bad_input_request(s, &case, BODY_LIMIT).send().unwrap_or_else(|e| panic!("{name}: {e}"));
         let (status, code) = (case["status"].as_u64().expect("status") as u16, case["code"].as_str().expect("code"));
         assert_eq!(r.status, status, "{name}: {}", r.text());
         assert_error(&r, status, code);

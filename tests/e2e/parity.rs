@@ -66,34 +66,12 @@ fn same(what: &str, a: &HttpResponse, b: &HttpResponse) {
 }
 
 fn bad_input(cf: &Stack, spin: &Stack) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/bad_input.json");
-    let all: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
-    for case in all["cases"].as_array().expect("cases") {
+    for case in bad_input_cases() {
         let name = case["name"].as_str().expect("name");
         if case["oversize"] == true {
             continue; // the limit differs by stack configuration, not by host
         }
-        let send = |s: &Stack| {
-            let mut req = HttpRequest::new(
-                case["method"].as_str().expect("method"),
-                &format!("{}{}", s.url(), case["path"].as_str().expect("path")),
-            )
-            .header("content-type", case["content_type"].as_str().unwrap_or("application/json"));
-            match &case["auth"] {
-                Value::Bool(false) => {}
-                Value::String(v) => req = req.header("authorization", v),
-                _ => req = req.header("authorization", &format!("Bearer {KEY_A}")),
-            }
-            if let Some(headers) = case["headers"].as_object() {
-                for (k, v) in headers {
-                    req = req.header(k, v.as_str().expect("value"));
-                }
-            }
-            if case["method"] != "GET" {
-                req = req.body(case["body"].as_str().unwrap_or("").as_bytes().to_vec());
-            }
-            req.send().unwrap_or_else(|e| panic!("{name}: {e}"))
-        };
+        let send = |s: &Stack| bad_input_request(s, &case, 0).send().unwrap_or_else(|e| panic!("{name}: {e}"));
         let (a, b) = (send(cf), send(spin));
         same(name, &a, &b);
         assert_eq!(a.text(), b.text(), "{name}: bodies differ");
