@@ -24,6 +24,7 @@
 pub mod cli;
 pub mod http_client;
 pub mod http_server;
+pub mod node;
 pub mod process;
 pub mod redis_pool;
 pub mod redis_server;

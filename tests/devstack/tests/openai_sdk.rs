@@ -2,83 +2,36 @@
 //! tests/devstack/js/openai-sdk-check.mjs: cache MISS then HIT through `withResponse()`, model
 //! list, streaming, and the SDK's typed errors for bad input, a wrong key and a failing upstream.
 
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use devstack::node::run_script;
 use devstack::stack::{Stack, StackOptions, KEY_A, UPSTREAM_KEY};
 use serde_json::json;
 
 const NODE_TIMEOUT: Duration = Duration::from_secs(90);
 
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    })
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 #[test]
 fn official_openai_sdk_sees_an_openai_compatible_gateway() {
-    let root = repo_root();
-    let node = root.join("node_modules/node/bin/node");
-    let sdk = root.join("node_modules/openai/package.json");
-    assert!(
-        node.exists() && sdk.exists(),
-        "node 22 or the `openai` package is missing under {}: run `npm ci` at the repo root",
-        root.join("node_modules").display()
-    );
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js/openai-sdk-check.mjs");
-
     let stack = Stack::start(StackOptions::default()).expect("start the local stack");
     let run_id = format!("sdk-{}", std::process::id());
     let marker_500 = format!("{run_id}-upstream-500");
     stack.fake().add_rule(&marker_500, json!([{ "kind": "status", "status": 500 }]), true);
 
-    let mut child = Command::new(&node)
-        .arg(&script)
-        .current_dir(&root)
-        .env("GATEWAY_URL", stack.url())
-        .env("GATEWAY_KEY", KEY_A)
-        .env("SDK_RUN_ID", &run_id)
-        .env("UPSTREAM_500_MARKER", &marker_500)
-        // The SDK must take its settings from the script alone.
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("OPENAI_ORG_ID")
-        .env_remove("OPENAI_PROJECT_ID")
-        .env_remove("OPENAI_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn node");
-    // Drain the pipes while waiting, so a chatty failure cannot block node on a full pipe.
-    let stdout = drain(child.stdout.take().expect("piped stdout"));
-    let stderr = drain(child.stderr.take().expect("piped stderr"));
-    let deadline = Instant::now() + NODE_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll node") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the OpenAI SDK script did not finish within {NODE_TIMEOUT:?}\nworker log:\n{}", stack.worker.log());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = stdout.join().expect("stdout reader");
-    let stderr = stderr.join().expect("stderr reader");
+    let env = [
+        ("GATEWAY_URL", stack.url()),
+        ("GATEWAY_KEY", KEY_A.to_owned()),
+        ("SDK_RUN_ID", run_id.clone()),
+        ("UPSTREAM_500_MARKER", marker_500.clone()),
+    ];
+    // The SDK must take its settings from the script alone.
+    let unset = ["OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_LOG"];
+    let out = run_script("openai-sdk-check.mjs", "openai", &env, &unset, NODE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\nworker log:\n{}", stack.worker.log()));
+    let (stdout, stderr) = (out.stdout, out.stderr);
     assert!(
-        status.success(),
-        "OpenAI SDK checks failed ({status}):\n{stdout}\n{stderr}\nworker log:\n{}",
+        out.status.success(),
+        "OpenAI SDK checks failed ({}):\n{stdout}\n{stderr}\nworker log:\n{}",
+        out.status,
         stack.worker.log()
     );
     assert!(stdout.contains("checks passed"), "unexpected output:\n{stdout}\n{stderr}");
