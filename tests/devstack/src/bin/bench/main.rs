@@ -1,0 +1,242 @@
+//! `bench`: latency of a cache hit against a floor measured in the same run on the same host,
+//! and of a fallback against a direct provider call, on loopback at concurrency 1, on both hosts
+//! (Cloudflare: workerd under `wrangler dev`; Spin: the Spin-compatible test host), plus the
+//! size of both wasm artefacts. Writes tests/devstack/BENCH_RESULTS.md.
+//!
+//! `cargo run -p devstack --release --bin bench [-- --requests N --warmup N --hosts cloudflare,spin]`
+//!
+//! Per host, three phases, each interleaving its probes round by round:
+//! 1. tier-1 hit: `POST /v1/chat/completions` answered from edge KV on a stack without Upstash,
+//!    against the floor `GET /healthz` on the same gateway (exactly one bare KV read there).
+//! 2. tier-2 hit: the same request on a second stack with Upstash and no KV binding
+//!    (`kv_unbound`: tier 1 fails fast, every hit comes from Redis), against the same floor on
+//!    the first stack and the second stack's own `/healthz`.
+//! 3. fallback: `cache-control: no-store` requests to a model whose first target fails fast
+//!    (a 500 from the fake upstream, no retry) and whose second answers, against a model routed
+//!    straight to one target.
+//!
+//! This file is the orchestration only (flags, stacks, phases, which differences are reported);
+//! see the modules for the client, the loop, the statistics, the sizes and the report. Must not:
+//! talk to anything but loopback, run unbounded (every phase has a count and a time budget), or
+//! build anything (it measures build/ and target/ as they are).
+
+mod env;
+mod http;
+mod measure;
+mod probe;
+mod report;
+mod stats;
+mod wasm;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use devstack::cli::parse_flags;
+use devstack::stack::{HostKind, Stack, StackOptions};
+use devstack::worker::repo_root;
+use serde_json::json;
+
+use crate::env::{load_average, Environment};
+use crate::http::KeepAlive;
+use crate::measure::{measure, Phase};
+use crate::probe::{chat_body, expect_health, seed, Probe};
+use crate::report::Report;
+use crate::stats::{Diff, Samples, Series};
+use crate::wasm::wasm_sizes;
+
+const USAGE: &str = "usage: bench [--requests N] [--warmup N] [--hosts cloudflare,spin]
+  N samples per series after N warm-up rounds (defaults 1500 and 150); both hosts by default";
+const DEFAULT_REQUESTS: usize = 1500;
+const DEFAULT_WARMUP: usize = 150;
+/// A phase stops early (and the report says so) when it runs longer than this per series it
+/// interleaves: at most 30 s for phases 1 and 3 and 45 s for phase 2, so with the stacks'
+/// start-up the whole run stays under four minutes even on a loaded machine (under two normally).
+/// The default counts are set so that no phase needs its budget on an idle machine.
+pub const BUDGET_PER_SERIES: Duration = Duration::from_secs(15);
+
+/// The fallback stack's routing table: `direct` has one target, `fallback` two priorities.
+const FALLBACK_ROUTES: &str = r#"{"direct": [{"provider":"openai-compatible","id":"d","base_url":"{upstream}/v1","model":"d-model"}], "fallback": [{"provider":"openai-compatible","id":"f1","base_url":"{upstream}/v1","model":"f1-model"},{"provider":"openai-compatible","id":"f2","base_url":"{upstream}/v1","model":"f2-model","priority":1}]}"#;
+
+/// How the run was asked to go.
+pub struct Settings {
+    pub requests: usize,
+    pub warmup: usize,
+    pub hosts: Vec<HostKind>,
+}
+
+/// Everything measured, across hosts.
+#[derive(Default)]
+pub struct Results {
+    pub series: Vec<Series>,
+    pub diffs: Vec<Diff>,
+    /// Some phase was stopped by its time budget (see each series' n).
+    pub truncated: bool,
+    pub reconnects: u64,
+}
+
+impl Results {
+    fn add(&mut self, host: &'static str, name: &'static str, samples: &Samples) -> usize {
+        self.series.push(Series::new(host, name, samples));
+        self.series.len() - 1
+    }
+
+    fn diff(&mut self, host: &'static str, name: &'static str, minuend: usize, subtrahend: usize) {
+        self.diffs.push(Diff { host, name, minuend, subtrahend });
+    }
+
+    fn phase(&mut self, phase: &Phase, clients: &[&KeepAlive]) {
+        self.truncated |= phase.truncated;
+        self.reconnects += clients.iter().map(|c| c.reconnects).sum::<u64>();
+    }
+}
+
+pub fn host_label(host: HostKind) -> &'static str {
+    match host {
+        HostKind::Cloudflare => "Cloudflare",
+        HostKind::Spin => "Spin",
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let settings = parse_settings()?;
+    let root = repo_root();
+    let tag = format!("bench-{}", std::process::id());
+    let load_before = load_average();
+
+    let mut results = Results::default();
+    for &host in &settings.hosts {
+        bench_host(host, &settings, &tag, &mut results).with_context(|| format!("on {}", host_label(host)))?;
+    }
+    let measured_in = started.elapsed();
+    let load_after = load_average();
+
+    eprintln!("measuring the wasm...");
+    let wasm = vec![
+        wasm_sizes("Cloudflare module", &root, "build/index_bg.wasm")?,
+        wasm_sizes("Spin component", &root, "target/wasm32-wasip2/spin/llm_edge_cache.wasm")?,
+    ];
+    let env = Environment::collect(&root);
+    let report = Report {
+        results: &results,
+        env: &env,
+        wasm: &wasm,
+        settings: &settings,
+        measured_in,
+        load: [load_before, load_after],
+    };
+    print!("{}", report.terminal());
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCH_RESULTS.md");
+    std::fs::write(&path, report.markdown()).with_context(|| format!("write {}", path.display()))?;
+    eprintln!("wrote {} in {:.1} s", path.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn parse_settings() -> anyhow::Result<Settings> {
+    let flags = parse_flags(std::env::args().skip(1), &["requests", "warmup", "hosts"], USAGE)?;
+    let number = |name: &str, default: usize| -> anyhow::Result<usize> {
+        flags.get(name).map_or(Ok(default), |n| n.parse()).with_context(|| format!("--{name} must be a number"))
+    };
+    let requests = number("requests", DEFAULT_REQUESTS)?;
+    let warmup = number("warmup", DEFAULT_WARMUP)?;
+    if requests == 0 || requests > 100_000 || warmup > 10_000 {
+        bail!("--requests must be 1..=100000 and --warmup at most 10000\n{USAGE}");
+    }
+    let hosts = match flags.get("hosts") {
+        None => vec![HostKind::Cloudflare, HostKind::Spin],
+        Some(list) => list
+            .split(',')
+            .map(|h| match h.trim() {
+                "cloudflare" => Ok(HostKind::Cloudflare),
+                "spin" => Ok(HostKind::Spin),
+                other => bail!("unknown host {other:?} in --hosts\n{USAGE}"),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    };
+    if hosts.is_empty() {
+        bail!("--hosts needs at least one host\n{USAGE}");
+    }
+    Ok(Settings { requests, warmup, hosts })
+}
+
+/// The three phases on one host, each stack stopped once its phases are done.
+fn bench_host(host: HostKind, settings: &Settings, tag: &str, results: &mut Results) -> anyhow::Result<()> {
+    let label = host_label(host);
+    let (warmup, requests) = (settings.warmup, settings.requests);
+    let rounds = |what: &str| eprintln!("[{label}] {what}: {warmup} warm-up + up to {requests} rounds...");
+
+    eprintln!("[{label}] starting stack A (edge KV only, no Upstash)...");
+    let no_upstash = vec![
+        ("UPSTASH_REDIS_REST_URL".to_owned(), String::new()),
+        ("UPSTASH_REDIS_REST_TOKEN".to_owned(), String::new()),
+    ];
+    let a = Stack::start(StackOptions { host, vars: no_upstash, ..StackOptions::default() }).context("stack A")?;
+    expect_health(&a, "ok", "disabled", "stack A's floor must be a bare KV read")?;
+    let body_1 = chat_body("gpt-4o-mini", &format!("{tag} {label}: tier-1 hit, what is the capital of France?"));
+    seed(&a, &body_1, "edge-kv")?;
+    let mut client_a = KeepAlive::new(a.worker.port());
+    let mut floor_a = KeepAlive::new(a.worker.port());
+    let (hit_1, floor) = (Probe::hit(&body_1, "edge-kv"), Probe::health("ok", "disabled"));
+    rounds("phase 1, tier-1 hit vs floor");
+    let phase_1 =
+        measure(&mut [(&mut client_a, &hit_1), (&mut floor_a, &floor)], warmup, requests, BUDGET_PER_SERIES * 2)?;
+    results.phase(&phase_1, &[&client_a]);
+    let t1 = results.add(label, "tier-1 hit (edge KV)", &phase_1.samples[0]);
+    let f1 = results.add(label, "floor, phase 1 (A: GET /healthz, one KV read)", &phase_1.samples[1]);
+    results.diff(label, "tier-1 hit - floor (phase 1)", t1, f1);
+
+    eprintln!("[{label}] starting stack B (Upstash, no KV binding)...");
+    let b = Stack::start(StackOptions { host, kv_unbound: true, ..StackOptions::default() }).context("stack B")?;
+    expect_health(&b, "down", "ok", "stack B must have Redis and no edge KV")?;
+    let body_2 = chat_body("gpt-4o-mini", &format!("{tag} {label}: tier-2 hit, what is the capital of Italy?"));
+    seed(&b, &body_2, "redis")?;
+    let mut client_b = KeepAlive::new(b.worker.port());
+    let mut health_b = KeepAlive::new(b.worker.port());
+    let (hit_2, b_floor) = (Probe::hit(&body_2, "redis"), Probe::health("down", "ok"));
+    rounds("phase 2, tier-2 hit vs floor and B's /healthz");
+    let phase_2 = measure(
+        &mut [(&mut client_b, &hit_2), (&mut health_b, &b_floor), (&mut floor_a, &floor)],
+        warmup,
+        requests,
+        BUDGET_PER_SERIES * 3,
+    )?;
+    results.phase(&phase_2, &[&client_b, &health_b, &floor_a]);
+    let t2 = results.add(label, "tier-2 hit (Redis via Upstash REST)", &phase_2.samples[0]);
+    results.add(label, "B: GET /healthz (failing KV, Redis PING + MGET)", &phase_2.samples[1]);
+    let f2 = results.add(label, "floor, phase 2 (A: GET /healthz, as above)", &phase_2.samples[2]);
+    results.diff(label, "tier-2 hit - floor (phase 2)", t2, f2);
+    drop((client_a, floor_a, client_b, health_b));
+    drop(b);
+    drop(a);
+
+    eprintln!("[{label}] starting stack F (ROUTES: direct, and fallback whose first target fails)...");
+    let vars = [("ROUTES", FALLBACK_ROUTES), ("RETRIES_PER_TARGET", "0"), ("BREAKER_ERROR_PERCENT", "100")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let f = Stack::start(StackOptions { host, vars, ..StackOptions::default() }).context("stack F")?;
+    f.fake().add_rule("\"model\":\"f1-model\"", json!([{"kind": "status", "status": 500}]), true);
+    let mut client_direct = KeepAlive::new(f.worker.port());
+    let mut client_fallback = KeepAlive::new(f.worker.port());
+    let direct = Probe::routed("direct", "d", "1", false);
+    let fallback = Probe::routed("fallback", "f2", "2", true);
+    rounds("phase 3, fallback vs direct (no-store)");
+    let phase_3 = measure(
+        &mut [(&mut client_direct, &direct), (&mut client_fallback, &fallback)],
+        warmup,
+        requests,
+        BUDGET_PER_SERIES * 2,
+    )?;
+    results.phase(&phase_3, &[&client_direct, &client_fallback]);
+    let d = results.add(label, "direct (model `direct`, one target)", &phase_3.samples[0]);
+    let fb = results.add(label, "fallback (f1 answers 500, f2 answers)", &phase_3.samples[1]);
+    results.diff(label, "fallback - direct (phase 3)", fb, d);
+    // One failed call per fallback request (a reconnect may have resent one).
+    let failed = f.fake().calls("\"model\":\"f1-model\"");
+    let expected = warmup + phase_3.samples[1].wall_ms.len();
+    if failed < expected || failed > expected + client_fallback.reconnects as usize {
+        bail!("the failing target f1 was called {failed} times, expected one call per fallback request ({expected})");
+    }
+    Ok(())
+}

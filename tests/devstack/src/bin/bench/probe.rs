@@ -1,0 +1,155 @@
+//! What the benchmark sends and what each answer must be: a `Probe` is one request plus the
+//! check its answer has to pass (a cache hit from a given tier, a `/healthz` with given tier
+//! states, or an answer from a given provider target), and `seed` puts an entry in the cache
+//! before a hit series starts.
+//!
+//! Must not: time anything (the checks run outside the timed part) or reach a real provider
+//! (seeding polls with `only-if-cached` once the one MISS went to the fake upstream).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use devstack::stack::{Stack, KEY_A};
+use devstack::HttpRequest;
+use serde_json::{json, Value};
+
+use crate::http::Response;
+
+const SEED_POLL_LIMIT: Duration = Duration::from_secs(15);
+
+/// A request of the benchmark and what its answer must be.
+pub struct Probe {
+    pub method: &'static str,
+    pub path: &'static str,
+    /// Sent besides `host` (and, on a POST, authorization, content type and length).
+    pub headers: Vec<(&'static str, &'static str)>,
+    pub body: Vec<u8>,
+    check: Check,
+}
+
+enum Check {
+    /// `x-cache: HIT` from this `x-cache-tier`.
+    Hit { tier: &'static str },
+    /// `/healthz` reporting these states of edge KV and Redis.
+    Health { kv: &'static str, redis: &'static str },
+    /// Answered by this target (`x-provider`) after this many provider calls (`x-attempts`),
+    /// with `x-fallback: true` exactly when `fallback`.
+    Provider { id: &'static str, attempts: &'static str, fallback: bool },
+}
+
+impl Probe {
+    /// A chat completion that must be a cache hit from `tier`.
+    pub fn hit(body: &[u8], tier: &'static str) -> Probe {
+        Probe {
+            method: "POST",
+            path: "/v1/chat/completions",
+            headers: Vec::new(),
+            body: body.to_vec(),
+            check: Check::Hit { tier },
+        }
+    }
+
+    /// `GET /healthz`, which must report edge KV as `kv` and Redis as `redis`.
+    pub fn health(kv: &'static str, redis: &'static str) -> Probe {
+        Probe {
+            method: "GET",
+            path: "/healthz",
+            headers: Vec::new(),
+            body: Vec::new(),
+            check: Check::Health { kv, redis },
+        }
+    }
+
+    /// A chat completion for `model` with `cache-control: no-store` (no cache read or write, so
+    /// every request goes to the provider), which target `id` must answer after `attempts`
+    /// provider calls.
+    pub fn routed(model: &str, id: &'static str, attempts: &'static str, fallback: bool) -> Probe {
+        Probe {
+            method: "POST",
+            path: "/v1/chat/completions",
+            headers: vec![("cache-control", "no-store")],
+            body: chat_body(model, "benchmark: routed request, never cached"),
+            check: Check::Provider { id, attempts, fallback },
+        }
+    }
+
+    pub fn verify(&self, response: &Response) -> anyhow::Result<()> {
+        if response.status != 200 {
+            bail!("{} {} answered {}: {}", self.method, self.path, response.status, response.text());
+        }
+        match &self.check {
+            Check::Hit { tier } => {
+                let (cache, got_tier) = (response.header("x-cache"), response.header("x-cache-tier"));
+                if cache != Some("HIT") || got_tier != Some(tier) {
+                    bail!("expected x-cache HIT and x-cache-tier {tier}, got {cache:?} and {got_tier:?}");
+                }
+            }
+            Check::Health { kv, redis } => {
+                let body: Value = serde_json::from_slice(&response.body).context("/healthz body")?;
+                if body["tiers"]["edge_kv"]["state"] != *kv || body["tiers"]["redis"]["state"] != *redis {
+                    bail!("expected /healthz with edge_kv {kv} and redis {redis}, got {body}");
+                }
+            }
+            Check::Provider { id, attempts, fallback } => {
+                let provider = response.header("x-provider");
+                let got_attempts = response.header("x-attempts");
+                let got_fallback = response.header("x-fallback") == Some("true");
+                let cache = response.header("x-cache");
+                if provider != Some(id) || got_attempts != Some(attempts) || got_fallback != *fallback {
+                    bail!(
+                        "expected x-provider {id}, x-attempts {attempts} and x-fallback {fallback}, got {provider:?}, \
+                         {got_attempts:?} and {:?}",
+                        response.header("x-fallback")
+                    );
+                }
+                if cache == Some("HIT") || cache == Some("STALE") {
+                    bail!("a no-store request was answered from the cache (x-cache {cache:?})");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A chat completion body with one user message.
+pub fn chat_body(model: &str, message: &str) -> Vec<u8> {
+    json!({ "model": model, "messages": [{ "role": "user", "content": message }] }).to_string().into_bytes()
+}
+
+/// One MISS, then polls with `only-if-cached` (never reaching the provider) until it is a HIT
+/// from `tier`.
+pub fn seed(stack: &Stack, body: &[u8], tier: &str) -> anyhow::Result<()> {
+    let url = format!("{}/v1/chat/completions", stack.url());
+    let request = HttpRequest::post(&url)
+        .header("authorization", &format!("Bearer {KEY_A}"))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    let first = request.send()?;
+    if first.status != 200 || first.header("x-cache") != Some("MISS") {
+        bail!("seeding: expected a 200 MISS, got {} {:?}: {}", first.status, first.header("x-cache"), first.text());
+    }
+    let started = Instant::now();
+    while started.elapsed() < SEED_POLL_LIMIT {
+        let poll = request.clone().header("cache-control", "only-if-cached").send()?;
+        match poll.status {
+            200 if poll.header("x-cache") == Some("HIT") && poll.header("x-cache-tier") == Some(tier) => return Ok(()),
+            200 => bail!(
+                "seeding: expected a HIT from {tier}, got {:?} from {:?}",
+                poll.header("x-cache"),
+                poll.header("x-cache-tier")
+            ),
+            504 => std::thread::sleep(Duration::from_millis(100)),
+            other => bail!("seeding: only-if-cached answered {other}: {}", poll.text()),
+        }
+    }
+    bail!("seeding: no HIT from {tier} within {SEED_POLL_LIMIT:?}; worker log:\n{}", stack.worker.log())
+}
+
+/// Checks a stack's `/healthz` once, with devstack's client, before a series relies on it.
+pub fn expect_health(stack: &Stack, kv: &str, redis: &str, what: &str) -> anyhow::Result<()> {
+    let health = HttpRequest::get(&format!("{}/healthz", stack.url())).send()?.json()?;
+    if health["tiers"]["edge_kv"]["state"] != kv || health["tiers"]["redis"]["state"] != redis {
+        bail!("{what}: expected /healthz with edge_kv {kv} and redis {redis}, got {health}");
+    }
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! The results as text: a terminal summary and the markdown of BENCH_RESULTS.md (machine and
+//! run details, what each series measures, latency and difference tables per host, the
+//! gateway's own `Server-Timing` view, and the wasm sizes).
+//!
+//! Formatting only: nothing here measures or decides what is measured.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::env::Environment;
+use crate::stats::Series;
+use crate::wasm::WasmSizes;
+use crate::{host_label, Results, Settings};
+
+pub struct Report<'a> {
+    pub results: &'a Results,
+    pub env: &'a Environment,
+    pub wasm: &'a [WasmSizes],
+    pub settings: &'a Settings,
+    pub measured_in: Duration,
+    /// /proc/loadavg (1, 5, 15 min) before and after measuring: other work on the machine shows.
+    pub load: [String; 2],
+}
+
+fn kb(bytes: u64) -> String {
+    format!("{bytes} B ({:.1} KiB)", bytes as f64 / 1024.0)
+}
+
+impl Report<'_> {
+    fn latency_table(&self) -> String {
+        let mut t = String::new();
+        t.push_str("| host | series | n | p50 | p90 | p99 | max | mean |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
+        for s in &self.results.series {
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                s.host, s.name, s.n, s.p50, s.p90, s.p99, s.max, s.mean
+            );
+        }
+        t
+    }
+
+    fn diff_table(&self) -> String {
+        let mut t = String::from("| host | difference | at p50 | at p99 |\n|---|---|---:|---:|\n");
+        for d in &self.results.diffs {
+            let (p50, p99) = d.values(&self.results.series);
+            let _ = writeln!(t, "| {} | {} | {p50:+.3} | {p99:+.3} |", d.host, d.name);
+        }
+        t
+    }
+
+    /// Mean of each `Server-Timing` metric per series; `-` where the gateway did not send it.
+    fn server_timing_table(&self) -> String {
+        let metrics = ["kv", "redis", "origin", "total"];
+        let mut t = String::from("| host | series | kv | redis | origin | total |\n|---|---|---:|---:|---:|---:|\n");
+        for s in &self.results.series {
+            let cells: Vec<String> = metrics.iter().map(|m| cell(s, m)).collect();
+            let _ = writeln!(t, "| {} | {} | {} |", s.host, s.name, cells.join(" | "));
+        }
+        t
+    }
+
+    fn wasm_table(&self) -> String {
+        let mut t = String::from("| artefact | file | raw | gzip -9 |\n|---|---|---:|---:|\n");
+        for w in self.wasm {
+            let _ = writeln!(t, "| {} | `{}` | {} | {} |", w.label, w.path.display(), kb(w.raw), kb(w.gzip));
+        }
+        t.push('\n');
+        for w in self.wasm {
+            let sections: Vec<String> = w.sections.iter().map(|(name, size)| format!("{name} {}", kb(*size))).collect();
+            let sections = if sections.is_empty() { "no sections read".to_owned() } else { sections.join(", ") };
+            let _ = writeln!(t, "- {} (built {}): {}.", w.label, w.built, sections);
+        }
+        t
+    }
+
+    fn hosts(&self) -> String {
+        self.settings.hosts.iter().map(|h| host_label(*h)).collect::<Vec<_>>().join(" and ")
+    }
+
+    fn machine(&self) -> Vec<(&'static str, String)> {
+        let e = self.env;
+        vec![
+            ("date", e.date.clone()),
+            ("command", format!("`{}`", e.command)),
+            ("commit", format!("{} (worktree as it was; build/ and target/ used as built, not rebuilt)", e.commit)),
+            ("machine", format!("{} cores (nproc), {}, {}", e.nproc, e.uname, e.cpu)),
+            (
+                "runtimes",
+                format!(
+                    "Cloudflare: wrangler {} (workerd {}), node {}; Spin: the Spin-compatible test host \
+                     (`target/release/spin-host`, wasmtime {})",
+                    e.wrangler, e.workerd, e.node, e.wasmtime
+                ),
+            ),
+            (
+                "run",
+                format!(
+                    "hosts {}; concurrency 1, {} warm-up rounds + {} samples per series{}, HTTP/1.1 keep-alive \
+                     ({} reconnects), measured in {:.1} s",
+                    self.hosts(),
+                    self.settings.warmup,
+                    self.settings.requests,
+                    if self.results.truncated { " (a phase was stopped early by its time budget: see n)" } else { "" },
+                    self.results.reconnects,
+                    self.measured_in.as_secs_f64()
+                ),
+            ),
+            (
+                "load",
+                format!(
+                    "load average (1/5/15 min) {} before, {} after measuring (other work on the machine shows \
+                     here; with 2 cores, anything above ~1 competes with the runtimes)",
+                    self.load[0], self.load[1]
+                ),
+            ),
+        ]
+    }
+
+    pub fn terminal(&self) -> String {
+        let mut t = String::new();
+        for (key, value) in self.machine() {
+            let _ = writeln!(t, "{key:<8} {}", value.replace('`', ""));
+        }
+        let _ = writeln!(t, "\nlatency in ms (client wall time per request)\n{}", self.latency_table());
+        let _ = writeln!(t, "{}", self.diff_table());
+        let _ = writeln!(t, "Server-Timing means (the gateway's own clock, ms)\n{}", self.server_timing_table());
+        let _ = writeln!(t, "wasm\n{}", self.wasm_table());
+        t
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut m = String::new();
+        m.push_str("# Benchmark results\n\n");
+        m.push_str(
+            "Generated by `tests/devstack/src/bin/bench/` (`main.rs` and its modules); rerun it to refresh this \
+             file (it is overwritten).\n\n",
+        );
+        for (key, value) in self.machine() {
+            let _ = writeln!(m, "- **{key}**: {value}");
+        }
+        let _ = write!(
+            m,
+            "\n## What is measured\n\n\
+             Client wall time of one request at a time (concurrency 1) over kept-alive HTTP/1.1 connections on \
+             loopback, each answer checked (status and headers, see below) outside the timed part. The same \
+             three phases run on each host, on stacks started for the run (each a redis-server, devstack's Upstash \
+             REST endpoint and fake upstream, and the gateway), each phase interleaving its series round by round with the order \
+             rotating every round, so drift, GC and CPU contention affect them alike. Each series has {} \
+             samples after {} unrecorded warm-up rounds (the default is 1500, down from 2000 before both \
+             hosts and the fallback phase were measured, to keep the run short); a phase stops early after {} s per series it \
+             interleaves (the run line above says whether that happened), which bounds the whole run to under \
+             four minutes.\n\n\
+             - **Cloudflare**: the worker from `build/` in workerd under `wrangler dev`, which puts a local \
+             proxy (node) in front of workerd.\n\
+             - **Spin**: the Spin component from `target/wasm32-wasip2/spin/` in the Spin-compatible test host \
+             (wasmtime, with a SQLite key-value store), which serves it directly, a fresh instance per request \
+             as Spin does.\n\n\
+             ### Phase 1: tier-1 hit against the floor\n\n\
+             - **tier-1 hit**: `POST /v1/chat/completions` answered from edge KV (`x-cache: HIT`, \
+             `x-cache-tier: edge-kv`) on stack A, which has no Upstash. The whole gateway path runs: auth, JSON \
+             parse and validation, cache key (SHA-256 of the canonical request), one KV read, MessagePack decode, \
+             response headers.\n\
+             - **floor**: `GET /healthz` on the same stack A (checked: edge KV `ok`, Redis `disabled`), which does \
+             exactly one bare KV read (of a key that never exists) and returns a small JSON body, in the same \
+             runtime, through the same front. The difference hit - floor is the cost the gateway adds on top of \
+             a bare KV read on that host.\n\n\
+             ### Phase 2: tier-2 hit\n\n\
+             - **tier-2 hit**: the same kind of request on stack B, deployed with the Upstash tier and without \
+             tier 1 (`kv_unbound`: no KV binding on Workers, no store granted on Spin), so tier 1 fails fast and \
+             every hit is a `GET` through the Upstash REST endpoint (over a real redis-server on loopback). Each \
+             hit also schedules a KV backfill after the response, which fails at once here and logs, so this \
+             series slightly overstates a real tier-2 hit.\n\
+             - **B: GET /healthz**: stack B's health check, for scale: a failing KV lookup, a Redis `PING` and an \
+             `MGET` of the skip counters, i.e. two Redis round trips.\n\
+             - **floor, phase 2**: stack A's floor again, interleaved with the above (another gateway process of \
+             the same build on the same host).\n\n\
+             ### Phase 3: fallback against a direct call\n\n\
+             Stack F has `ROUTES` with a model `direct` (one `openai-compatible` target `d`) and a model \
+             `fallback` (target `f1`, then `f2` at priority 1), all on the fake upstream, plus \
+             `RETRIES_PER_TARGET=0` and `BREAKER_ERROR_PERCENT=100` so that `f1` is never rested and every \
+             request really pays its failed attempt. The fake upstream answers every call for `f1-model` with a \
+             500 at once. Both series send `cache-control: no-store`, so no cache is read or written and every \
+             request goes to the upstream; each `fallback` answer must carry `x-provider: f2`, `x-fallback: true` \
+             and `x-attempts: 2`, each `direct` one `x-provider: d` and `x-attempts: 1`, and the fake upstream \
+             must have seen one `f1` call per fallback request. The difference fallback - direct is the added \
+             latency of a fallback whose first target fails fast: one more upstream round trip, reading its \
+             error, and the failover itself. Stack F has Upstash (as a deployment would): on Spin, whose memory \
+             does not outlive a request, each routed request first reads the targets' shared health from Redis \
+             (both series pay it) and shares it back after the response.\n\n\
+             ### Why a floor\n\n\
+             Absolute numbers on this machine say little about latency in production: on Cloudflare, \
+             `wrangler dev`'s local proxy dominates them (a request that does almost nothing costs several \
+             milliseconds); on Spin, the test host instantiates the component for every request. Only the \
+             difference between a series and its counterpart measured in the same run on the same host is the \
+             cost of what differs. A difference near zero means that cost is within the noise.\n\n\
+             ## Latency (milliseconds)\n\n",
+            self.settings.requests,
+            self.settings.warmup,
+            crate::BUDGET_PER_SERIES.as_secs(),
+        );
+        m.push_str(&self.latency_table());
+        m.push('\n');
+        m.push_str(&self.diff_table());
+        m.push_str(
+            "\n### The gateway's own view\n\n\
+             Means of the `Server-Timing` metrics the gateway sends (ms, whole milliseconds per request); `-` \
+             means the metric was absent. On Cloudflare the clock is workerd's, which only advances across I/O, \
+             so these show where a request waits (KV, Redis, origin), not CPU time; on Spin it is the wall \
+             clock.\n\n",
+        );
+        m.push_str(&self.server_timing_table());
+        m.push_str("\n## Size of the wasm\n\n");
+        m.push_str(&self.wasm_table());
+        m.push_str(
+            "\nBoth as built, never rebuilt or rewritten by the bench. The Cloudflare module is what \
+             wrangler.toml's build command leaves: `worker-build --release`, then binaryen's `wasm-opt -Oz` \
+             with `--strip-debug --strip-producers` on `build/index_bg.wasm` itself. The Spin component is \
+             `cargo build --target wasm32-wasip2 --profile spin` (release with `strip = true`; wasm-opt does not \
+             read components). Workers limits apply to the compressed size.\n",
+        );
+        m
+    }
+}
+
+fn cell(series: &Series, metric: &str) -> String {
+    series.server_timing.get(metric).map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
+}
