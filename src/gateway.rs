@@ -246,8 +246,10 @@ impl<H: Host> Exchange<'_, H> {
                 let found = store.get(self.host, &key, self.config.max_entry_bytes).await;
                 self.timing.redis_ms = Some(self.host.now_ms().saturating_sub(started));
                 if let Some(entry) = self.judge(Tier::Redis, found, policy, &key, &mut report, &mut stale) {
-                    // Tier 1 missed this entry: copy it there, after the response.
-                    if policy.write {
+                    // Tier 1 missed this entry: copy it there, after the response, unless it cannot
+                    // fit (its first write was already refused and counted; every hit would retry).
+                    let fits = entry.body.len() + 512 <= self.host.kv_limits().max_value_bytes;
+                    if policy.write && fits {
                         report.kv.stored = true;
                         self.write_back(key, entry.clone(), true, false);
                     }

@@ -507,7 +507,15 @@ fn an_entry_over_the_kv_limit_skips_tier_one_and_is_counted() {
     assert_eq!((hit.header("x-cache"), hit.header("x-cache-tier")), (Some("HIT"), Some("redis")));
     w.host.run_background();
     let health = w.send(http::Request::get("https://gw.test/healthz").body(Body::empty()).expect("request")).json();
-    assert_eq!(health["not_stored"]["edge_kv_too_large"], 2, "the write and the backfill were both skipped: {health}");
+    assert_eq!(
+        health["not_stored"]["edge_kv_too_large"], 1,
+        "counted once; hits do not retry a write that cannot fit: {health}"
+    );
+    assert_eq!(
+        hit.header("cache-status"),
+        Some("redis; hit; ttl=604800, edge-kv; fwd=uri-miss"),
+        "no backfill promised"
+    );
     assert_eq!(health["not_stored"]["entry_too_large"], 0);
 }
 
