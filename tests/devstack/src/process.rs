@@ -145,3 +145,14 @@ pub fn free_port() -> Result<u16, ProcessError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ProcessError::Io("port".into(), e))?;
     Ok(listener.local_addr().map_err(|e| ProcessError::Io("port".into(), e))?.port())
 }
+
+/// Runs an operator command of a runtime's own tooling (a KV write) to completion; its stderr is
+/// the error.
+pub fn run_tool(mut cmd: Command) -> Result<(), String> {
+    let output = cmd.stdin(Stdio::null()).output().map_err(|e| e.to_string())?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}

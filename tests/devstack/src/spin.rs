@@ -9,10 +9,10 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::process::{free_port, unique_dir, ProcessError, ServerProcess};
+use crate::process::{free_port, run_tool, unique_dir, ProcessError, ServerProcess};
 use crate::worker::repo_root;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -76,19 +76,9 @@ impl SpinProcess {
 
     /// Writes a raw value into this instance's `default` store, as an operator would.
     pub fn kv_put_local(&self, key: &str, value: &str) -> Result<(), String> {
-        let output = Command::new(&self.host)
-            .arg("kv-set")
-            .arg("--kv-dir")
-            .arg(self.server.dir().join("kv"))
-            .args([key, value])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| e.to_string())?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).into_owned())
-        }
+        let mut cmd = Command::new(&self.host);
+        cmd.arg("kv-set").arg("--kv-dir").arg(self.server.dir().join("kv")).args([key, value]);
+        run_tool(cmd)
     }
 }
 

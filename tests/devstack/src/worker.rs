@@ -10,10 +10,10 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::process::{free_port, unique_dir, ProcessError, ServerProcess};
+use crate::process::{free_port, run_tool, unique_dir, ProcessError, ServerProcess};
 
 /// How long wrangler may take to answer its first request (a cold start takes ~3 s here).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -107,21 +107,14 @@ impl WorkerProcess {
     /// operator would: the worker reads it on its next lookup.
     pub fn kv_put_local(&self, key: &str, value: &str) -> Result<(), String> {
         let dir = self.server.dir();
-        let output = wrangler_command(&self.root, &dir.join("xdg"))
-            .args(["kv", "key", "put", "--binding", "CACHE", "--local", "--persist-to"])
+        let mut cmd = wrangler_command(&self.root, &dir.join("xdg"));
+        cmd.args(["kv", "key", "put", "--binding", "CACHE", "--local", "--persist-to"])
             .arg(dir.join("state"))
             .arg("--config")
             .arg(dir.join("wrangler.toml"))
             .args([key, value])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| e.to_string())?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).into_owned())
-        }
+            .current_dir(dir);
+        run_tool(cmd)
     }
 }
 
