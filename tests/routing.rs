@@ -148,7 +148,7 @@ const CFG: BreakerConfig = BreakerConfig { error_rate: 0.05, window_ms: 60_000, 
 fn the_breaker_needs_enough_requests_and_enough_errors() {
     let mut b = Breaker::default();
     for i in 0..19 {
-        assert!(b.allow(i), "closed");
+        assert!(b.allow(i, &CFG), "closed");
         assert!(!b.record(i, false, &CFG), "fewer than 20 requests never open it");
     }
     assert!(b.record(19, false, &CFG), "the 20th error opens it");
@@ -169,17 +169,32 @@ fn the_breaker_probes_then_closes_or_reopens() {
     for i in 0..20 {
         b.record(i, false, &CFG);
     }
-    assert!(!b.allow(1_000), "open");
-    assert!(!b.allow(30_018));
-    assert!(b.allow(30_019), "the open period is over: one probe");
-    assert!(!b.allow(30_020), "only one probe at a time");
+    assert!(!b.allow(1_000, &CFG), "open");
+    assert!(!b.allow(30_018, &CFG));
+    assert!(b.allow(30_019, &CFG), "the open period is over: one probe");
+    assert!(!b.allow(30_020, &CFG), "only one probe at a time");
     assert!(b.record(30_500, false, &CFG), "a failed probe reopens it");
     assert_eq!(b.state(), State::Open { until_ms: 60_500 });
-    assert!(b.allow(60_500));
+    assert!(b.allow(60_500, &CFG));
     assert!(!b.record(61_000, true, &CFG), "a good probe closes it");
     assert_eq!(b.state(), State::Closed);
-    assert!(b.allow(61_001) && b.allow(61_002), "closed with a clean window");
+    assert!(b.allow(61_001, &CFG) && b.allow(61_002, &CFG), "closed with a clean window");
     assert!(!b.record(61_003, false, &CFG), "old errors were forgotten");
+}
+
+/// A probe whose outcome never comes (its request was dropped, or the deadline passed before
+/// the call) must not strand the target: after an open period another probe may go.
+#[test]
+fn a_lost_probe_is_given_up_after_an_open_period() {
+    let mut b = Breaker::default();
+    for i in 0..20 {
+        b.record(i, false, &CFG);
+    }
+    assert!(b.allow(30_019, &CFG), "a probe goes");
+    assert!(!b.allow(45_000, &CFG), "while it is in flight, nothing else");
+    assert!(b.allow(60_019, &CFG), "its outcome never came: another probe may go");
+    assert!(!b.record(60_100, true, &CFG));
+    assert_eq!(b.state(), State::Closed);
 }
 
 #[test]
@@ -196,17 +211,17 @@ fn errors_leave_the_window_as_time_passes() {
 #[test]
 fn health_combines_breakers_cooldowns_and_shared_state() {
     let h = Health::default();
-    assert_eq!(h.admit("t", 0), Ok(()));
+    assert_eq!(h.admit("t", 0, &CFG), Ok(()));
     h.cool_down("t", 5_000);
-    assert_eq!(h.admit("t", 4_999), Err(Skip::CoolingDown));
-    assert_eq!(h.admit("t", 5_000), Ok(()));
+    assert_eq!(h.admit("t", 4_999, &CFG), Err(Skip::CoolingDown));
+    assert_eq!(h.admit("t", 5_000, &CFG), Ok(()));
     assert_eq!(h.describe("t", 5_000), "closed");
     // Another isolate saw the target fail: adopt its opening.
     h.merge("u", Shared { open_until_ms: 9_000, cooldown_until_ms: 0, breaker: None }, 1_000);
-    assert_eq!(h.admit("u", 2_000), Err(Skip::CircuitOpen));
+    assert_eq!(h.admit("u", 2_000, &CFG), Err(Skip::CircuitOpen));
     assert_eq!(h.describe("u", 2_000), "open");
     assert_eq!(h.shared("u", false), Shared { open_until_ms: 9_000, cooldown_until_ms: 0, breaker: None });
     // What has already passed changes nothing.
     h.merge("v", Shared { open_until_ms: 500, cooldown_until_ms: 500, breaker: None }, 1_000);
-    assert_eq!(h.admit("v", 1_000), Ok(()));
+    assert_eq!(h.admit("v", 1_000, &CFG), Ok(()));
 }

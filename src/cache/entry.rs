@@ -81,6 +81,11 @@ impl Entry {
         if entry.fresh_until_ms < entry.created_ms || entry.stale_until_ms < entry.fresh_until_ms {
             return Err(EntryError::BadTimes);
         }
+        // They become response headers: anything but visible ASCII was not written by us.
+        let printable = |s: &str| s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+        if !printable(&entry.provider) || !printable(&entry.model) {
+            return Err(EntryError::Malformed("provider or model is not visible ASCII".into()));
+        }
         Ok(entry)
     }
 

@@ -160,7 +160,12 @@ impl<H: Host> Exchange<'_, H> {
                     continue;
                 }
             };
-            if let Err(skip) = health.admit(&target.id, host.now_ms()) {
+            // The deadline first: admitting may claim a half-open probe, which must then be used.
+            if host.now_ms() >= deadline {
+                failures.push(Failure { target: target.id.clone(), code: "deadline_exceeded" });
+                break;
+            }
+            if let Err(skip) = health.admit(&target.id, host.now_ms(), &config.breaker) {
                 let code = match skip {
                     Skip::CircuitOpen => "circuit_open",
                     Skip::CoolingDown => "cooling_down",
@@ -215,7 +220,7 @@ impl<H: Host> Exchange<'_, H> {
                     Next::RetryAfter { ms } if now.saturating_add(ms) < deadline => {
                         host.sleep_ms(ms).await;
                         retry += 1;
-                        if health.admit(&target.id, host.now_ms()).is_err() {
+                        if health.admit(&target.id, host.now_ms(), &config.breaker).is_err() {
                             failures.push(Failure { target: target.id.clone(), code });
                             continue 'targets;
                         }
@@ -231,7 +236,12 @@ impl<H: Host> Exchange<'_, H> {
             return Outcome::Unsupported(unsupported);
         }
         let now = host.now_ms();
-        // When every target is only resting, say when the first one is back.
+        // Only when every target is resting (rate limited, cooling down, breaker open) is there a
+        // time to come back: when the first of them is back.
+        let resting = |code: &str| matches!(code, "cooling_down" | "circuit_open" | "upstream_rate_limited");
+        if !failures.iter().all(|f| resting(f.code)) {
+            return Outcome::AllFailed { failures, last, attempts, retry_after_ms: None };
+        }
         let retry_after_ms = targets
             .iter()
             .map(|t| health.shared(&t.id, false))

@@ -64,12 +64,7 @@ pub fn build_request(target: &Target, request: &ChatRequest) -> Result<http::Req
     let (system, messages) = messages(&request.messages)?;
     let mut body = Map::new();
     body.insert("model".into(), json!(target.model_for(&request.model)));
-    let max_tokens = params
-        .get("max_completion_tokens")
-        .or_else(|| params.get("max_tokens"))
-        .filter(|v| !v.is_null())
-        .cloned()
-        .unwrap_or_else(|| json!(target.default_max_tokens));
+    let max_tokens = content::max_output_tokens(params).cloned().unwrap_or_else(|| json!(target.default_max_tokens));
     body.insert("max_tokens".into(), max_tokens);
     body.insert("messages".into(), Value::Array(messages));
     if !system.is_empty() {

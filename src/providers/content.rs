@@ -173,3 +173,9 @@ pub fn stop_list(value: Option<&Value>) -> Option<Vec<Value>> {
 pub fn short(message: &str) -> String {
     message.chars().take(500).collect()
 }
+
+/// The client's limit on answer length: `max_completion_tokens`, else the older `max_tokens`;
+/// a `null` counts as not given, whichever field it is in.
+pub fn max_output_tokens(params: &std::collections::BTreeMap<String, Value>) -> Option<&Value> {
+    ["max_completion_tokens", "max_tokens"].iter().find_map(|name| params.get(*name).filter(|v| !v.is_null()))
+}

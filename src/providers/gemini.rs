@@ -56,6 +56,10 @@ pub fn build_request(target: &Target, request: &ChatRequest) -> Result<http::Req
         return Err(Unsupported::new(P, name, "this provider has no equivalent"));
     }
 
+    // Streamed answers are translated one choice at a time; several would be merged wrongly.
+    if request.stream {
+        content::refuse_unless_neutral(P, params, "n", &[json!(1)])?;
+    }
     let (system, contents) = contents(&request.messages)?;
     let mut body = Map::new();
     body.insert("contents".into(), Value::Array(contents));
@@ -68,7 +72,7 @@ pub fn build_request(target: &Target, request: &ChatRequest) -> Result<http::Req
             generation.insert((*to).into(), v.clone());
         }
     }
-    if let Some(v) = params.get("max_completion_tokens").or_else(|| params.get("max_tokens")).filter(|v| !v.is_null()) {
+    if let Some(v) = content::max_output_tokens(params) {
         generation.insert("maxOutputTokens".into(), v.clone());
     }
     if let Some(stop) = content::stop_list(params.get("stop")) {

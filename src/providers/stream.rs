@@ -102,7 +102,10 @@ impl SseTranslator {
                 if let Some(model) = message.get("model").and_then(Value::as_str) {
                     self.model = model.to_owned();
                 }
-                self.usage.0 = message["usage"].get("input_tokens").and_then(Value::as_u64).unwrap_or(0);
+                // Prompt tokens as the non-streamed answer counts them: cache writes and reads included.
+                let usage = &message["usage"];
+                let n = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
+                self.usage.0 = n("input_tokens") + n("cache_creation_input_tokens") + n("cache_read_input_tokens");
                 self.start(out);
             }
             "content_block_start" => {

@@ -4,7 +4,9 @@
 //! Closed: requests flow; outcomes are counted in a sliding window of buckets. When at least
 //! `min_requests` were seen in the window and the error share passes `error_rate`, it opens.
 //! Open: requests skip the target until `open_ms` has passed. Half-open: one probe at a time is
-//! let through; a success closes the breaker (with a clean window), a failure opens it again.
+//! let through; a success closes the breaker (with a clean window), a failure opens it again. A
+//! probe whose outcome never comes (its request was dropped, or ran out of time before the call)
+//! is given up after `open_ms`, so the next request may probe: a lost probe never strands a target.
 //! Defaults (5% over 60 s, at least 20 requests, open 30 s) follow common production settings
 //! (Envoy outlier detection and resilience4j use the same shape).
 
@@ -29,8 +31,13 @@ const BUCKETS: u64 = 6;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {
     Closed,
-    Open { until_ms: u64 },
-    HalfOpen { probe_in_flight: bool },
+    Open {
+        until_ms: u64,
+    },
+    /// `probe_since_ms`: when the probe in flight was let through, if one is.
+    HalfOpen {
+        probe_since_ms: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -59,15 +66,15 @@ impl Breaker {
     }
 
     /// Whether a request may go to the target now. In half-open this claims the one probe.
-    pub fn allow(&mut self, now_ms: u64) -> bool {
+    pub fn allow(&mut self, now_ms: u64, config: &BreakerConfig) -> bool {
         match self.state {
             State::Closed => true,
             State::Open { until_ms } if now_ms < until_ms => false,
-            State::Open { .. } | State::HalfOpen { probe_in_flight: false } => {
-                self.state = State::HalfOpen { probe_in_flight: true };
+            State::HalfOpen { probe_since_ms: Some(since) } if now_ms < since.saturating_add(config.open_ms) => false,
+            State::Open { .. } | State::HalfOpen { .. } => {
+                self.state = State::HalfOpen { probe_since_ms: Some(now_ms) };
                 true
             }
-            State::HalfOpen { probe_in_flight: true } => false,
         }
     }
 
@@ -121,7 +128,7 @@ impl Breaker {
         }
         match self.state {
             State::Open { until_ms: mine } if mine >= until_ms => {}
-            State::HalfOpen { probe_in_flight: true } => {}
+            State::HalfOpen { probe_since_ms: Some(_) } => {}
             _ => self.state = State::Open { until_ms },
         }
     }

@@ -37,13 +37,14 @@ pub enum Skip {
 }
 
 impl Health {
-    /// Whether `id` may be called now (claims a half-open probe if that is what lets it).
-    pub fn admit(&self, id: &str, now_ms: u64) -> Result<(), Skip> {
+    /// Whether `id` may be called now (claims a half-open probe if that is what lets it, so call
+    /// it only right before calling the target).
+    pub fn admit(&self, id: &str, now_ms: u64, config: &BreakerConfig) -> Result<(), Skip> {
         if self.cooldowns.borrow().get(id).is_some_and(|until| *until > now_ms) {
             return Err(Skip::CoolingDown);
         }
         let mut breakers = self.breakers.borrow_mut();
-        if breakers.entry(id.to_owned()).or_default().allow(now_ms) {
+        if breakers.entry(id.to_owned()).or_default().allow(now_ms, config) {
             Ok(())
         } else {
             Err(Skip::CircuitOpen)

@@ -74,8 +74,9 @@ impl<'a> Upstash<'a> {
         key: &CacheKey,
         max_entry_bytes: usize,
     ) -> Result<Option<Entry>, StoreError> {
-        // base64 grows a value by 4/3; the envelope adds a few bytes.
-        let limit = max_entry_bytes / 3 * 4 + 1024;
+        // base64 grows a value by 4/3; the reply envelope and the entry's own fields (times,
+        // provider, model) come on top of the answer that MAX_ENTRY_BYTES bounds.
+        let limit = max_entry_bytes / 3 * 4 + (64 << 10);
         let result = self.command(host, "get", &["GET", key.as_str()], limit, self.config.timeout_ms).await?;
         match result {
             Value::Null => Ok(None),
