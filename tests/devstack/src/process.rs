@@ -29,13 +29,37 @@ pub struct ServerProcess {
     dir: PathBuf,
     log: PathBuf,
     stop_grace: Duration,
+    keep_dir: bool,
 }
 
 impl ServerProcess {
-    /// Spawns `cmd` serving on `port`, its output in `dir/<log_name>`, and waits up to
-    /// `ready_timeout` for `/healthz`. Linux sends the stop signal when the *thread* that called
-    /// this ends: call it from a thread that outlives the process's use.
+    /// Spawns the command `make(port)` builds, its output in `dir/<log_name>`, and waits up to
+    /// `ready_timeout` for `/healthz`. With `port` 0 a free port is picked, and picked again when
+    /// another process took it between the pick and the bind. Linux sends the stop signal when
+    /// the *thread* that called this ends: call it from a thread that outlives the process's use.
     pub fn spawn(
+        name: &str,
+        port: u16,
+        make: impl Fn(u16) -> Command,
+        dir: PathBuf,
+        log_name: &str,
+        ready_timeout: Duration,
+    ) -> Result<ServerProcess, ProcessError> {
+        let attempts = if port == 0 { 3 } else { 1 };
+        let mut last = None;
+        for _ in 0..attempts {
+            let port = if port == 0 { free_port()? } else { port };
+            match ServerProcess::spawn_once(name, make(port), port, dir.clone(), log_name, ready_timeout) {
+                Err(ProcessError::Exited(n, log)) if attempts > 1 && address_taken(&log) => {
+                    last = Some(ProcessError::Exited(n, log));
+                }
+                other => return other,
+            }
+        }
+        Err(last.expect("at least one attempt ran"))
+    }
+
+    fn spawn_once(
         name: &str,
         mut cmd: Command,
         port: u16,
@@ -62,8 +86,13 @@ impl ServerProcess {
             dir,
             log,
             stop_grace: Duration::from_secs(8),
+            keep_dir: false,
         };
-        process.wait_ready(ready_timeout)?;
+        if let Err(e) = process.wait_ready(ready_timeout) {
+            // A failed start must not remove the folder a retry reuses.
+            process.keep_dir = true;
+            return Err(e);
+        }
         Ok(process)
     }
 
@@ -124,10 +153,15 @@ impl Drop for ServerProcess {
             }
             let _ = child.wait();
         }
-        if std::env::var_os("DEVSTACK_KEEP").is_none() {
+        if !self.keep_dir && std::env::var_os("DEVSTACK_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Whether a server's log says its port was taken (Rust's and node's wording).
+fn address_taken(log: &str) -> bool {
+    log.contains("Address already in use") || log.contains("EADDRINUSE")
 }
 
 /// A fresh scratch folder `target/devstack/<prefix>-<pid>-<n>` under `root`.
@@ -154,5 +188,17 @@ pub fn run_tool(mut cmd: Command) -> Result<(), String> {
         Ok(())
     } else {
         Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::address_taken;
+
+    #[test]
+    fn a_taken_port_is_recognised_in_both_runtimes_words() {
+        assert!(address_taken("spin-host: error: cannot listen on 127.0.0.1:36907: Address already in use (os error 98)"));
+        assert!(address_taken("Error: listen EADDRINUSE: address already in use 127.0.0.1:8787"));
+        assert!(!address_taken("spin-host: error: manifest: unknown key `files`"));
     }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::process::{free_port, run_tool, unique_dir, ProcessError, ServerProcess};
+use crate::process::{run_tool, unique_dir, ProcessError, ServerProcess};
 use crate::worker::repo_root;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,15 +50,17 @@ impl SpinProcess {
         let manifest = dir.join("spin.toml");
         std::fs::write(&manifest, spin_toml(&component, vars, kv))
             .map_err(|e| ProcessError::Io(manifest.display().to_string(), e))?;
-        let port = if port == 0 { free_port()? } else { port };
-        let mut cmd = Command::new(&host);
-        cmd.arg("up")
-            .arg("--from")
-            .arg(&manifest)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--kv-dir")
-            .arg(dir.join("kv"));
-        let server = ServerProcess::spawn("spin-host", cmd, port, dir, "spin.log", READY_TIMEOUT)?;
+        let make = |port: u16| {
+            let mut cmd = Command::new(&host);
+            cmd.arg("up")
+                .arg("--from")
+                .arg(&manifest)
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .arg("--kv-dir")
+                .arg(dir.join("kv"));
+            cmd
+        };
+        let server = ServerProcess::spawn("spin-host", port, make, dir.clone(), "spin.log", READY_TIMEOUT)?;
         Ok(SpinProcess { server, host })
     }
 

@@ -77,16 +77,19 @@ impl WorkerProcess {
         std::fs::write(&config, wrangler_toml(&shim, &plain)).map_err(|e| io(&config, e))?;
         let dev_vars: String = secrets.iter().map(|(k, v)| format!("{k}='{v}'\n")).collect();
         std::fs::write(dir.join(".dev.vars"), dev_vars).map_err(|e| io(&dir.join(".dev.vars"), e))?;
-        let port = if port == 0 { free_port()? } else { port };
-        let mut cmd = wrangler_command(&root, &dir.join("xdg"));
-        cmd.arg("dev")
-            .arg("--config")
-            .arg(&config)
-            .args(["--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", &free_port()?.to_string()])
-            .arg("--persist-to")
-            .arg(dir.join("state"))
-            .args(["--show-interactive-dev-session=false"]);
-        let server = ServerProcess::spawn("wrangler dev", cmd, port, dir, "wrangler.log", READY_TIMEOUT)?;
+        let inspector = free_port()?;
+        let make = |port: u16| {
+            let mut cmd = wrangler_command(&root, &dir.join("xdg"));
+            cmd.arg("dev")
+                .arg("--config")
+                .arg(&config)
+                .args(["--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", &inspector.to_string()])
+                .arg("--persist-to")
+                .arg(dir.join("state"))
+                .args(["--show-interactive-dev-session=false"]);
+            cmd
+        };
+        let server = ServerProcess::spawn("wrangler dev", port, make, dir.clone(), "wrangler.log", READY_TIMEOUT)?;
         Ok(WorkerProcess { server, root })
     }
 
