@@ -197,7 +197,9 @@ mod tests {
 
     #[test]
     fn a_taken_port_is_recognised_in_both_runtimes_words() {
-        assert!(address_taken("spin-host: error: cannot listen on 127.0.0.1:36907: Address already in use (os error 98)"));
+        assert!(address_taken(
+            "spin-host: error: cannot listen on 127.0.0.1:36907: Address already in use (os error 98)"
+        ));
         assert!(address_taken("Error: listen EADDRINUSE: address already in use 127.0.0.1:8787"));
         assert!(!address_taken("spin-host: error: manifest: unknown key `files`"));
     }
