@@ -14,8 +14,6 @@ use llm_edge_cache::testing::Scripted;
 use serde_json::{json, Value};
 use support::*;
 
-const PRIMARY: &str = "http://primary.test/v1";
-const SECONDARY: &str = "http://secondary.test/v1";
 const ANTHROPIC: &str = "http://anthropic.test/v1";
 const GEMINI: &str = "http://gemini.test/v1beta";
 
@@ -52,17 +50,6 @@ fn scripted(w: &World, prefix: &str, scripts: Vec<Scripted>) -> Rc<RefCell<usize
         queue.borrow_mut().pop_front().unwrap_or_else(|| ok(&name))
     });
     calls
-}
-
-fn ok(who: &str) -> Scripted {
-    Scripted::json(
-        200,
-        &json!({"object": "chat.completion", "model": who, "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("from {who}")}, "finish_reason": "stop"}]}),
-    )
-}
-
-fn status(code: u16) -> Scripted {
-    Scripted::json(code, &json!({"error": {"message": format!("status {code}"), "type": "server_error"}}))
 }
 
 fn ask(w: &World, content: &str) -> Reply {

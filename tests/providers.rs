@@ -12,33 +12,10 @@ use llm_edge_cache::providers::stream::SseTranslator;
 use llm_edge_cache::providers::{build_request, classify_error, parse_success};
 use llm_edge_cache::routing::table::{ProviderKind, Target};
 use serde_json::{json, Value};
-use support::fixture;
-
-fn target(kind: ProviderKind, model: &str) -> Target {
-    Target {
-        id: format!("{}:{model}", kind.as_str()),
-        kind,
-        model: Some(model.into()),
-        base_url: match kind {
-            ProviderKind::Anthropic => "https://api.anthropic.com/v1".into(),
-            ProviderKind::Gemini => "https://generativelanguage.googleapis.com/v1beta".into(),
-            _ => "https://api.openai.com/v1".into(),
-        },
-        api_key: Some(llm_edge_cache::config::Secret::new("k-123")),
-        weight: 1,
-        priority: 0,
-        timeout_ms: None,
-        first_byte_timeout_ms: None,
-        default_max_tokens: 1024,
-    }
-}
+use support::{fixture, target, wire};
 
 fn request(v: Value) -> ChatRequest {
     ChatRequest::parse(v.to_string().as_bytes()).expect("valid request")
-}
-
-fn wire(req: &http::Request<Bytes>) -> Value {
-    serde_json::from_slice(req.body()).expect("JSON body")
 }
 
 fn conversation() -> Value {

@@ -9,47 +9,10 @@ use llm_edge_cache::cache::entry::Entry;
 use llm_edge_cache::cache::key::CacheKey;
 use llm_edge_cache::providers::stream::SseTranslator;
 use llm_edge_cache::providers::{build_request, parse_success};
-use llm_edge_cache::routing::table::{ProviderKind, Target};
+use llm_edge_cache::routing::table::ProviderKind;
 use llm_edge_cache::testing::Scripted;
 use serde_json::{json, Value};
 use support::*;
-
-const PRIMARY: &str = "http://primary.test/v1";
-const SECONDARY: &str = "http://secondary.test/v1";
-
-fn ok(who: &str) -> Scripted {
-    Scripted::json(
-        200,
-        &json!({"object": "chat.completion", "model": who, "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("from {who}")}, "finish_reason": "stop"}]}),
-    )
-}
-
-fn status(code: u16) -> Scripted {
-    Scripted::json(code, &json!({"error": {"message": format!("status {code}"), "type": "server_error"}}))
-}
-
-fn target(kind: ProviderKind, model: &str) -> Target {
-    Target {
-        id: format!("{}:{model}", kind.as_str()),
-        kind,
-        model: Some(model.into()),
-        base_url: match kind {
-            ProviderKind::Anthropic => "https://api.anthropic.com/v1".into(),
-            ProviderKind::Gemini => "https://generativelanguage.googleapis.com/v1beta".into(),
-            _ => "https://api.openai.com/v1".into(),
-        },
-        api_key: Some(llm_edge_cache::config::Secret::new("k-123")),
-        weight: 1,
-        priority: 0,
-        timeout_ms: None,
-        first_byte_timeout_ms: None,
-        default_max_tokens: 1024,
-    }
-}
-
-fn wire(req: &http::Request<Bytes>) -> Value {
-    serde_json::from_slice(req.body()).expect("JSON body")
-}
 
 /// A deadline that runs out as a target's half-open probe comes due must not strand that target:
 /// the deadline is checked before a probe is claimed, and a probe whose outcome never comes is

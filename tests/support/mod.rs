@@ -7,8 +7,9 @@ use bytes::Bytes;
 use llm_edge_cache::config::Config;
 use llm_edge_cache::gateway;
 use llm_edge_cache::ports::Body;
+use llm_edge_cache::routing::table::{ProviderKind, Target};
 use llm_edge_cache::testing::{MapVars, MemHost, MemUpstash, Scripted};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub const KEY_A: &str = "sk-test-tenant-a";
 pub const KEY_B: &str = "sk-test-tenant-b";
@@ -139,4 +140,46 @@ pub fn body_with(content: &str) -> String {
 
 pub fn headers_map(pairs: &HashMap<String, String>) -> Vec<(&str, &str)> {
     pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// Two OpenAI-compatible targets of routing tests.
+pub const PRIMARY: &str = "http://primary.test/v1";
+pub const SECONDARY: &str = "http://secondary.test/v1";
+
+/// A chat completion that says which target produced it.
+pub fn ok(who: &str) -> Scripted {
+    Scripted::json(
+        200,
+        &json!({"object": "chat.completion", "model": who, "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("from {who}")}, "finish_reason": "stop"}]}),
+    )
+}
+
+/// An OpenAI-shaped error with this status.
+pub fn status(code: u16) -> Scripted {
+    Scripted::json(code, &json!({"error": {"message": format!("status {code}"), "type": "server_error"}}))
+}
+
+/// A target of `kind` at the provider's real base URL, with a test key.
+pub fn target(kind: ProviderKind, model: &str) -> Target {
+    Target {
+        id: format!("{}:{model}", kind.as_str()),
+        kind,
+        model: Some(model.into()),
+        base_url: match kind {
+            ProviderKind::Anthropic => "https://api.anthropic.com/v1".into(),
+            ProviderKind::Gemini => "https://generativelanguage.googleapis.com/v1beta".into(),
+            _ => "https://api.openai.com/v1".into(),
+        },
+        api_key: Some(llm_edge_cache::config::Secret::new("k-123")),
+        weight: 1,
+        priority: 0,
+        timeout_ms: None,
+        first_byte_timeout_ms: None,
+        default_max_tokens: 1024,
+    }
+}
+
+/// The JSON body of a request the gateway built.
+pub fn wire(req: &http::Request<Bytes>) -> Value {
+    serde_json::from_slice(req.body()).expect("JSON body")
 }
