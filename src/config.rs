@@ -1,11 +1,17 @@
 //! Configuration, read once from named variables (Workers vars/secrets, Spin variables), with every
 //! problem reported together. Secrets are a type that redacts itself in Debug and Display.
 //!
-//! Must not: read the environment itself (values come through the `Vars` port), or put a secret's
-//! value into an error message.
+//! Degrade instead of dying: a broken part is dropped and reported (a target from its route, tier 2
+//! without its token, the admin surface without valid keys) and the rest serves. Only when nothing
+//! can be served (no usable gateway key, no model with a usable target) is the configuration an
+//! error. Must not: read the environment itself (values come through the `Vars` port), or put any
+//! value into a problem: problems name variables and fields only.
 
-use std::collections::HashMap;
+mod keys;
+
 use std::fmt;
+
+pub use keys::KeyRing;
 
 use crate::ports::Vars;
 use crate::routing::backoff::RetryPolicy;
@@ -75,11 +81,18 @@ pub struct UpstashConfig {
     pub url: String,
     pub token: Secret,
     pub timeout_ms: u64,
+    /// The deployment prefix every Redis key starts with (`stores::redis`).
+    pub prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    tenants: Tenants,
+    /// Gateway key -> tenant.
+    tenants: KeyRing,
+    /// Admin key -> admin id (`ADMIN_KEYS`); empty: the admin surface is off.
+    admins: KeyRing,
+    /// What was wrong but could be worked around (reported by `/admin/health` and in the logs).
+    pub problems: Vec<String>,
     pub upstream: UpstreamConfig,
     /// Which targets answer which model.
     pub routes: RouteTable,
@@ -95,22 +108,14 @@ pub struct Config {
     pub cors: Cors,
     /// Model names listed by `GET /v1/models` (`MODELS`, else the routed models).
     pub models: Vec<String>,
+    /// Part of every cache key (`CACHE_GENERATION`): a new value retires every entry at once.
+    pub generation: String,
+    /// Whether an answer cut short by `max_tokens` (`finish_reason: length`) may be stored.
+    pub store_truncated: bool,
 }
 
-/// Gateway key -> tenant. Keys are secrets (Debug shows only the tenants); tenants are names used
-/// in cache keys and logs.
-#[derive(Clone, PartialEq, Eq)]
-struct Tenants(HashMap<String, String>);
-
-impl fmt::Debug for Tenants {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut tenants: Vec<&String> = self.0.values().collect();
-        tenants.sort();
-        write!(f, "Tenants({tenants:?})")
-    }
-}
-
-/// Every configuration problem found, each naming the variable (never its value).
+/// The configuration could serve nothing: every problem found, each naming the variable (never
+/// its value).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: {}", problems.join("; "))]
 pub struct ConfigError {
@@ -151,31 +156,41 @@ pub const VARIABLES: &[&str] = &[
     "MAX_ENTRY_BYTES",
     "CORS_ALLOWED_ORIGINS",
     "MODELS",
+    "ADMIN_KEYS",
+    "CACHE_GENERATION",
+    "DEPLOYMENT_PREFIX",
+    "CACHE_TRUNCATED_ANSWERS",
 ];
 
 impl Config {
     pub fn from_vars(vars: &impl Vars) -> Result<Config, ConfigError> {
         let mut r = Reader { vars, problems: Vec::new() };
-        let tenants = Tenants(r.tenants("GATEWAY_KEYS"));
+        let tenants = match r.string("GATEWAY_KEYS") {
+            Some(raw) => KeyRing::parse(&raw, "GATEWAY_KEYS", 8, "a tenant name", &mut r.problems),
+            None => KeyRing::default(),
+        };
+        let mut fatal = Vec::new();
+        if tenants.is_empty() {
+            fatal.push("GATEWAY_KEYS must map at least one gateway key (8 characters or more) to a tenant name");
+        }
+        let admins = match r.string("ADMIN_KEYS") {
+            Some(raw) => KeyRing::parse(&raw, "ADMIN_KEYS", 16, "an admin name", &mut r.problems),
+            None => KeyRing::default(),
+        };
+        let admins = if admins.shares_a_key_with(&tenants) {
+            r.problem("ADMIN_KEYS must not reuse a gateway key: the admin surface is off until they differ");
+            KeyRing::default()
+        } else {
+            admins
+        };
         let defaults = TargetDefaults { default_max_tokens: r.number("DEFAULT_MAX_TOKENS", 4096, 1, 1_000_000) };
         let routes = match r.string("ROUTES") {
             Some(raw) => RouteTable::parse(&raw, vars, &defaults, &mut r.problems),
-            None => {
-                let base_url = r.url("UPSTREAM_BASE_URL").unwrap_or_else(|| DEFAULT_UPSTREAM.to_owned());
-                RouteTable::single(Target {
-                    id: "openai".into(),
-                    kind: ProviderKind::OpenAi,
-                    model: None,
-                    base_url: base_url.trim_end_matches('/').to_owned(),
-                    api_key: r.string("OPENAI_API_KEY").map(Secret),
-                    weight: 1,
-                    priority: 0,
-                    timeout_ms: None,
-                    first_byte_timeout_ms: None,
-                    default_max_tokens: defaults.default_max_tokens,
-                })
-            }
+            None => r.default_route(&defaults),
         };
+        if !routes.serves_anything() {
+            fatal.push("no model has a usable target (see ROUTES, or UPSTREAM_BASE_URL and OPENAI_API_KEY)");
+        }
         let retry = RetryPolicy {
             retries: r.number("RETRIES_PER_TARGET", 1, 0, 5) as u32,
             base_ms: r.number("RETRY_BASE_MS", 250, 1, 60_000),
@@ -195,29 +210,13 @@ impl Config {
             stream_idle_timeout_ms: r.number("UPSTREAM_STREAM_IDLE_TIMEOUT_MS", 60_000, 1, 600_000),
             max_response_bytes: r.number("MAX_RESPONSE_BYTES", 8 << 20, 1024, 64 << 20) as usize,
         };
-        let upstash_url = r.url("UPSTASH_REDIS_REST_URL");
-        let upstash_token = r.string("UPSTASH_REDIS_REST_TOKEN");
-        let redis_timeout_ms = r.number("REDIS_TIMEOUT_MS", 300, 1, 60_000);
-        let upstash = match (upstash_url, upstash_token) {
-            (Some(url), Some(token)) => Some(UpstashConfig {
-                url: url.trim_end_matches('/').to_owned(),
-                token: Secret(token),
-                timeout_ms: redis_timeout_ms,
-            }),
-            (None, None) => None,
-            (Some(_), None) => {
-                r.problem("UPSTASH_REDIS_REST_TOKEN is required when UPSTASH_REDIS_REST_URL is set");
-                None
-            }
-            (None, Some(_)) => {
-                r.problem("UPSTASH_REDIS_REST_URL is required when UPSTASH_REDIS_REST_TOKEN is set");
-                None
-            }
-        };
+        let upstash = r.upstash();
         let listed = r.list("MODELS");
         let models = if listed.is_empty() { routes.models().map(str::to_owned).collect() } else { listed };
         let config = Config {
             tenants,
+            admins,
+            problems: Vec::new(),
             upstream,
             routes,
             retry,
@@ -230,11 +229,15 @@ impl Config {
             max_entry_bytes: r.number("MAX_ENTRY_BYTES", 4 << 20, 1024, 24 << 20) as usize,
             cors: r.cors("CORS_ALLOWED_ORIGINS"),
             models,
+            generation: r.generation("CACHE_GENERATION"),
+            store_truncated: r.boolean("CACHE_TRUNCATED_ANSWERS", false),
         };
-        if r.problems.is_empty() {
-            Ok(config)
+        if fatal.is_empty() {
+            Ok(Config { problems: r.problems, ..config })
         } else {
-            Err(ConfigError { problems: r.problems })
+            let mut problems: Vec<String> = fatal.into_iter().map(str::to_owned).collect();
+            problems.extend(r.problems);
+            Err(ConfigError { problems })
         }
     }
 
@@ -257,7 +260,22 @@ impl Config {
 
     /// The tenant a gateway key belongs to.
     pub fn tenant_for_key(&self, key: &str) -> Option<&str> {
-        self.tenants.0.get(key).map(String::as_str)
+        self.tenants.find(key)
+    }
+
+    /// The admin an admin key belongs to; `None` also when the admin surface is off.
+    pub fn admin_for_key(&self, key: &str) -> Option<&str> {
+        self.admins.find(key)
+    }
+
+    /// Whether some gateway key belongs to `tenant`.
+    pub fn tenant_exists(&self, tenant: &str) -> bool {
+        self.tenants.has_name(tenant)
+    }
+
+    /// Whether `ADMIN_KEYS` holds at least one usable key.
+    pub fn admin_enabled(&self) -> bool {
+        !self.admins.is_empty()
     }
 }
 
@@ -313,33 +331,108 @@ impl<V: Vars> Reader<'_, V> {
         }
     }
 
-    /// `{"<gateway key>": "<tenant>", ...}`. Tenant names go into cache keys and logs, so they are
-    /// restricted to a safe alphabet.
-    fn tenants(&mut self, name: &str) -> HashMap<String, String> {
-        let Some(raw) = self.string(name) else {
-            self.problem(format!("{name} is required: a JSON object mapping each gateway key to a tenant name"));
-            return HashMap::new();
-        };
-        let Ok(map) = serde_json::from_str::<HashMap<String, String>>(&raw) else {
-            self.problem(format!("{name} must be a JSON object mapping each gateway key to a tenant name"));
-            return HashMap::new();
-        };
-        if map.is_empty() {
-            self.problem(format!("{name} must name at least one gateway key"));
-        }
-        for (key, tenant) in &map {
-            let tenant_ok = !tenant.is_empty()
-                && tenant.len() <= 64
-                && tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-            if !tenant_ok {
-                self.problem(format!(
-                    "{name}: tenant names must be 1 to 64 letters, digits, '.', '_' or '-' (one is not)"
-                ));
-            }
-            if key.len() < 8 {
-                self.problem(format!("{name}: gateway keys must be at least 8 characters (one is shorter)"));
+    fn boolean(&mut self, name: &str, default: bool) -> bool {
+        match self.string(name).map(|v| v.to_ascii_lowercase()) {
+            None => default,
+            Some(v) if v == "true" || v == "1" => true,
+            Some(v) if v == "false" || v == "0" => false,
+            Some(_) => {
+                self.problem(format!("{name} must be true or false"));
+                default
             }
         }
-        map
     }
+
+    /// `CACHE_GENERATION`: empty by default. A value that is not a short name still retires
+    /// every entry (it is replaced by one no valid value can equal) and is reported.
+    fn generation(&mut self, name: &str) -> String {
+        match self.string(name) {
+            None => String::new(),
+            Some(v) if keys::is_name(&v) => v,
+            Some(_) => {
+                self.problem(format!(
+                    "{name} must be 1 to 64 letters, digits, '.', '_' or '-'; a placeholder generation is used"
+                ));
+                "!unreadable".to_owned()
+            }
+        }
+    }
+
+    /// Tier 2, or `None` when it is not configured or cannot be used (reported: the gateway
+    /// then serves from tier 1 and the providers).
+    fn upstash(&mut self) -> Option<UpstashConfig> {
+        let url = self.url("UPSTASH_REDIS_REST_URL");
+        let token = self.string("UPSTASH_REDIS_REST_TOKEN");
+        let timeout_ms = self.number("REDIS_TIMEOUT_MS", 300, 1, 60_000);
+        let prefix = match self.string("DEPLOYMENT_PREFIX") {
+            None => Some(crate::stores::redis::DEFAULT_PREFIX.to_owned()),
+            Some(p) if keys::is_name(&p) => Some(p),
+            Some(_) => {
+                self.problem("DEPLOYMENT_PREFIX must be 1 to 64 letters, digits, '.', '_' or '-'; tier 2 is off");
+                None
+            }
+        };
+        let url_set = self.string("UPSTASH_REDIS_REST_URL").is_some();
+        match (url, token) {
+            (Some(url), Some(token)) => {
+                if !is_header_safe(&token) {
+                    self.problem("UPSTASH_REDIS_REST_TOKEN must be visible ASCII characters only; tier 2 is off");
+                    return None;
+                }
+                Some(UpstashConfig {
+                    url: url.trim_end_matches('/').to_owned(),
+                    token: Secret(token),
+                    timeout_ms,
+                    prefix: prefix?,
+                })
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                self.problem("UPSTASH_REDIS_REST_TOKEN is required when UPSTASH_REDIS_REST_URL is set; tier 2 is off");
+                None
+            }
+            (None, Some(_)) if url_set => {
+                // The URL itself was reported as unusable.
+                self.problem("tier 2 is off until UPSTASH_REDIS_REST_URL is usable");
+                None
+            }
+            (None, Some(_)) => {
+                self.problem("UPSTASH_REDIS_REST_URL is required when UPSTASH_REDIS_REST_TOKEN is set; tier 2 is off");
+                None
+            }
+        }
+    }
+
+    /// Without `ROUTES`: every model to `UPSTREAM_BASE_URL` with `OPENAI_API_KEY`. An unusable URL
+    /// or key leaves the table empty (reported), never a silent fallback to another URL.
+    fn default_route(&mut self, defaults: &TargetDefaults) -> RouteTable {
+        let set = self.string("UPSTREAM_BASE_URL").is_some();
+        let base_url = match self.url("UPSTREAM_BASE_URL") {
+            Some(url) => url,
+            None if set => return RouteTable::default(),
+            None => DEFAULT_UPSTREAM.to_owned(),
+        };
+        let api_key = self.string("OPENAI_API_KEY");
+        if api_key.as_deref().is_some_and(|k| !is_header_safe(k)) {
+            self.problem("OPENAI_API_KEY must be visible ASCII characters only");
+            return RouteTable::default();
+        }
+        RouteTable::single(Target {
+            id: "openai".into(),
+            kind: ProviderKind::OpenAi,
+            model: None,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key: api_key.map(Secret),
+            weight: 1,
+            priority: 0,
+            timeout_ms: None,
+            first_byte_timeout_ms: None,
+            default_max_tokens: defaults.default_max_tokens,
+        })
+    }
+}
+
+/// Whether a secret can be sent in an HTTP header as it is: visible ASCII, no spaces.
+pub fn is_header_safe(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic())
 }

@@ -6,6 +6,7 @@
 //! for the client. The client never waits for a cache write. Must not: do IO except through the
 //! ports, or read time except from `Clock`.
 
+mod admin;
 mod counters;
 mod info;
 mod origin;
@@ -20,15 +21,16 @@ use serde_json::json;
 
 use crate::api::chat::ChatRequest;
 use crate::cache::entry::{Entry, Freshness};
-use crate::cache::key::CacheKey;
+use crate::cache::key::{CacheKey, KeyScope};
 use crate::cache::policy::{Bypass, Policy};
 use crate::cache::status::{CacheReport, Lookup, Served};
+use crate::cache::storable::replayable;
 use crate::config::{Config, ConfigError};
 use crate::error::{ApiError, ErrorType, StoreError, StoreErrorKind, Tier};
 use crate::ports::{Body, CollectError, Host};
 use crate::providers::stream::SseTranslator;
-use crate::routing::table::Target;
-use crate::stores::{kv, upstash::Upstash};
+use crate::routing::table::{NoRoute, Target};
+use crate::stores::{kv, redis::Redis};
 use origin::{all_failed, routing_headers, speaks_openai, unsupported, Outcome};
 use streams::{idle_bounded, translated};
 
@@ -38,6 +40,11 @@ pub use reply::Timing;
 const WRITE_TIMEOUT_MS: u64 = 10_000;
 /// Longest error body read from a provider (only its message is used).
 const MAX_ERROR_BODY: usize = 64 << 10;
+/// What is read and thrown away of a request body over the limit before the 413 goes out: some
+/// runtimes (workerd behind wrangler's local proxy) reset the connection, or answer with a 500 of
+/// their own, when a handler answers before the body has been read.
+const DRAIN_MAX_BYTES: usize = 128 << 20;
+const DRAIN_MAX_MS: u64 = 10_000;
 
 /// Handles one request. Never panics on input and never fails: every problem is a response.
 pub async fn handle<H: Host>(
@@ -54,7 +61,7 @@ pub async fn handle<H: Host>(
             let mut x = Exchange { host, config, request_id: &request_id, timing: &mut timing };
             x.route(request).await
         }
-        Err(problems) => misconfigured(host, config, problems, request).await,
+        Err(problems) => misconfigured(host, problems, request),
     };
     let total_ms = host.now_ms().saturating_sub(started_ms);
     let cors = config.ok().map(|c| &c.cors);
@@ -62,16 +69,21 @@ pub async fn handle<H: Host>(
     response
 }
 
-/// With a broken configuration only `/healthz` says what is wrong; everything else is a 500
-/// naming the problem variables (never their values).
-async fn misconfigured<H: Host>(
-    host: &H,
-    config: Result<&Config, &ConfigError>,
-    problems: &ConfigError,
-    request: Request<Body>,
-) -> Response<Body> {
+/// Logs what is wrong with the configuration, once, when an adapter has read it (names only).
+pub fn report_config<H: crate::ports::Log>(host: &H, config: Result<&Config, &ConfigError>) {
+    let (level, problems) = match config {
+        Ok(c) if c.problems.is_empty() => return,
+        Ok(c) => ("warn", &c.problems),
+        Err(e) => ("error", &e.problems),
+    };
+    host.log(&json!({"level": level, "event": "config_problems", "problems": problems}).to_string());
+}
+
+/// A configuration that can serve nothing: `/healthz` says 503, everything else is a 500 naming
+/// the problem variables (never their values).
+fn misconfigured<H: Host>(host: &H, problems: &ConfigError, request: Request<Body>) -> Response<Body> {
     if request.uri().path() == "/healthz" {
-        return info::healthz(host, config).await;
+        return info::healthz(false);
     }
     host.log(&json!({"level": "error", "event": "config_invalid", "problems": problems.problems}).to_string());
     reply::error(&ApiError::new(
@@ -97,33 +109,19 @@ impl<H: Host> Exchange<'_, H> {
         if method == Method::OPTIONS {
             return reply::preflight(&self.config.cors, request.headers());
         }
+        if path.starts_with("/admin/") {
+            return self.admin(request).await;
+        }
         let allowed = match path {
             "/v1/chat/completions" | "/chat/completions" => "POST",
             "/v1/models" | "/models" | "/healthz" => "GET",
-            _ => {
-                let shown: String = path.chars().take(100).collect();
-                return reply::error(&ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    ErrorType::NotFound,
-                    "not_found",
-                    format!(
-                        "Unknown path '{shown}'. This gateway serves POST /v1/chat/completions and GET /v1/models."
-                    ),
-                ));
-            }
+            _ => return reply::not_found(path),
         };
         if method.as_str() != allowed && !(allowed == "GET" && method == Method::HEAD) {
-            let mut response = reply::error(&ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                ErrorType::InvalidRequest,
-                "method_not_allowed",
-                format!("{path} accepts {allowed} only, not {method}."),
-            ));
-            reply::set(response.headers_mut(), "allow", &format!("{allowed}, OPTIONS"));
-            return response;
+            return reply::method_not_allowed(path, allowed, method);
         }
         match path {
-            "/healthz" => info::healthz(self.host, Ok(self.config)).await,
+            "/healthz" => info::healthz(true),
             "/v1/models" | "/models" => match self.authenticate(request.headers()) {
                 Ok(_) => info::models(self.config),
                 Err(e) => reply::error(&e),
@@ -133,23 +131,15 @@ impl<H: Host> Exchange<'_, H> {
     }
 
     fn authenticate(&self, headers: &HeaderMap) -> Result<&str, ApiError> {
-        let unauthorized =
-            |code, message: &str| ApiError::new(StatusCode::UNAUTHORIZED, ErrorType::Authentication, code, message);
-        let value = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
-            unauthorized(
-                "missing_api_key",
-                "No gateway key was given. Send it as 'Authorization: Bearer <gateway key>'.",
+        let key = bearer(headers)?;
+        self.config.tenant_for_key(key).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorType::Authentication,
+                "invalid_api_key",
+                "The gateway key is not valid.",
             )
-        })?;
-        let value = value.to_str().unwrap_or("");
-        let key = value
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, key)| key.trim())
-            .ok_or_else(|| {
-                unauthorized("invalid_authorization", "The Authorization header must be 'Bearer <gateway key>'.")
-            })?;
-        self.config.tenant_for_key(key).ok_or_else(|| unauthorized("invalid_api_key", "The gateway key is not valid."))
+        })
     }
 
     async fn chat(&mut self, request: Request<Body>) -> Response<Body> {
@@ -166,29 +156,54 @@ impl<H: Host> Exchange<'_, H> {
             Ok(p) => p,
             Err(e) => return reply::error(&e),
         };
-        let Some(targets) = self.config.routes.targets(&parsed.model) else {
-            let shown: String = parsed.model.chars().take(100).collect();
-            return reply::error(
-                &ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    ErrorType::NotFound,
-                    "model_not_found",
-                    format!("The model '{shown}' is not served by this gateway (see GET /v1/models)."),
-                )
-                .with_param("model"),
-            );
+        let targets = match self.config.routes.route(&parsed.model) {
+            Ok(targets) => targets,
+            Err(NoRoute::Unknown) => {
+                let shown: String = parsed.model.chars().take(100).collect();
+                return reply::error(
+                    &ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        ErrorType::NotFound,
+                        "model_not_found",
+                        format!("The model '{shown}' is not served by this gateway (see GET /v1/models)."),
+                    )
+                    .with_param("model"),
+                );
+            }
+            Err(NoRoute::Unusable) => {
+                return reply::error(&ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorType::Api,
+                    "gateway_misconfigured",
+                    "The gateway is misconfigured: no target of this model's route in ROUTES is usable.",
+                ))
+            }
         };
         if parsed.stream {
             return self.stream(&parsed, &policy, targets).await;
         }
-        let key = CacheKey::chat(tenant, &policy.namespace, &parsed);
+        let scope = KeyScope { generation: &self.config.generation, tenant, namespace: &policy.namespace };
+        let key = CacheKey::chat_in(&scope, &parsed);
         self.cached_chat(&parsed, &policy, key, targets).await
     }
 
     async fn read_request(&self, headers: &HeaderMap, body: Body) -> Result<ChatRequest, ApiError> {
+        let object = self.read_json(headers, body, self.config.max_body_bytes).await?;
+        ChatRequest::from_object(object)
+    }
+
+    /// Reads a JSON object body of at most `limit` bytes. A larger body is read to its end (up to
+    /// `DRAIN_MAX_BYTES`) and thrown away, so that the 413 reaches the client on every runtime.
+    async fn read_json(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        limit: usize,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
         let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let media = content_type.split(';').next().unwrap_or("").trim();
         if !media.eq_ignore_ascii_case("application/json") {
+            self.drain(body).await;
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ErrorType::InvalidRequest,
@@ -196,7 +211,6 @@ impl<H: Host> Exchange<'_, H> {
                 "The request body must be JSON, sent with 'Content-Type: application/json'.",
             ));
         }
-        let limit = self.config.max_body_bytes;
         let declared =
             headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         let too_large = || {
@@ -208,13 +222,30 @@ impl<H: Host> Exchange<'_, H> {
             )
         };
         if declared.is_some_and(|n| n > limit as u64) {
+            self.drain(body).await;
             return Err(too_large());
         }
-        let bytes = body.collect(limit).await.map_err(|e| match e {
-            CollectError::TooLarge { .. } => too_large(),
-            CollectError::Read(_) => ApiError::bad_request("body_read_failed", "The request body could not be read."),
-        })?;
-        ChatRequest::parse(&bytes)
+        let bytes = match body.collect_or_rest(limit).await {
+            Ok(bytes) => bytes,
+            Err((CollectError::TooLarge { .. }, rest)) => {
+                self.drain(rest).await;
+                return Err(too_large());
+            }
+            Err((CollectError::Read(_), _)) => {
+                return Err(ApiError::bad_request("body_read_failed", "The request body could not be read."))
+            }
+        };
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}.")))?;
+        match value {
+            serde_json::Value::Object(map) => Ok(map),
+            _ => Err(ApiError::bad_request("invalid_request", "The request body must be a JSON object.")),
+        }
+    }
+
+    /// Reads what is left of a refused body and throws it away, within a bound of bytes and time.
+    async fn drain(&self, body: Body) {
+        let _ = crate::ports::with_timeout(self.host, DRAIN_MAX_MS, body.discard(DRAIN_MAX_BYTES)).await;
     }
 
     /// The layered lookup and, on a double miss, the provider.
@@ -227,7 +258,7 @@ impl<H: Host> Exchange<'_, H> {
     ) -> Response<Body> {
         let mut report = CacheReport::new();
         let mut stale: Option<(Tier, Entry)> = None;
-        let upstash = self.config.upstash.as_ref().map(Upstash::new);
+        let upstash = self.config.upstash.as_ref().map(Redis::new);
         if !policy.read {
             let bypass = Lookup::Bypassed(policy.bypass.unwrap_or(Bypass::Request));
             report.kv.lookup = bypass;
@@ -243,7 +274,7 @@ impl<H: Host> Exchange<'_, H> {
             }
             if let Some(store) = &upstash {
                 let started = self.host.now_ms();
-                let found = store.get(self.host, &key, self.config.max_entry_bytes).await;
+                let found = store.get_entry(self.host, &key, self.config.max_entry_bytes).await;
                 self.timing.redis_ms = Some(self.host.now_ms().saturating_sub(started));
                 if let Some(entry) = self.judge(Tier::Redis, found, policy, &key, &mut report, &mut stale) {
                     // Tier 1 missed this entry: copy it there, after the response, unless it cannot
@@ -267,7 +298,11 @@ impl<H: Host> Exchange<'_, H> {
         match outcome {
             Outcome::Answered { value: answer, target, attempts, fallback } => {
                 report.served = if policy.bypass.is_some() { Served::Bypass } else { Served::Origin };
-                if policy.write {
+                let worth = replayable(&answer.body, self.config.store_truncated);
+                if let (true, Err(reason)) = (policy.write, worth) {
+                    self.log("info", "store_skipped", json!({"reason": reason.word(), "target": target.id}));
+                    self.count(reason.word());
+                } else if policy.write {
                     if answer.body.len() + 512 <= self.config.max_entry_bytes {
                         let now = self.host.now_ms();
                         let (fresh, stale) = (self.config.fresh_ttl_s, self.config.stale_ttl_s);
@@ -468,7 +503,7 @@ impl<H: Host> Exchange<'_, H> {
                 match &upstash {
                     Some(config) => {
                         let ttl_ms = entry.stale_until_ms.saturating_sub(host.now_ms());
-                        Upstash::new(config).put(&host, &key, &encoded, ttl_ms, WRITE_TIMEOUT_MS).await
+                        Redis::new(config).put_entry(&host, &key, &encoded, ttl_ms, WRITE_TIMEOUT_MS).await
                     }
                     None => Ok(()),
                 }
@@ -502,4 +537,19 @@ impl<H: Host> Exchange<'_, H> {
         }
         self.host.log(&line.to_string());
     }
+}
+
+/// The key of `Authorization: Bearer <key>`.
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let unauthorized =
+        |code, message: &str| ApiError::new(StatusCode::UNAUTHORIZED, ErrorType::Authentication, code, message);
+    let value = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
+        unauthorized("missing_api_key", "No key was given. Send it as 'Authorization: Bearer <key>'.")
+    })?;
+    let value = value.to_str().unwrap_or("");
+    value
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim())
+        .ok_or_else(|| unauthorized("invalid_authorization", "The Authorization header must be 'Bearer <key>'."))
 }

@@ -48,6 +48,41 @@ impl Body {
     }
 }
 
+impl Body {
+    /// Like `collect`, but when the body passes `limit` the part not yet read comes back with
+    /// the error, so that the caller may still read it to its end.
+    pub async fn collect_or_rest(self, limit: usize) -> Result<Bytes, (CollectError, Body)> {
+        match self {
+            Body::Full(bytes) if bytes.len() > limit => Err((CollectError::TooLarge { limit }, Body::empty())),
+            Body::Full(bytes) => Ok(bytes),
+            Body::Stream(mut stream) => {
+                let mut buf = BytesMut::new();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| (CollectError::Read(e), Body::empty()))?;
+                    if buf.len() + chunk.len() > limit {
+                        return Err((CollectError::TooLarge { limit }, Body::Stream(stream)));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(buf.freeze())
+            }
+        }
+    }
+
+    /// Reads the body to its end, or `max` bytes, keeping none of it.
+    pub async fn discard(self, max: usize) {
+        if let Body::Stream(mut stream) = self {
+            let mut read = 0usize;
+            while let Some(Ok(chunk)) = stream.next().await {
+                read = read.saturating_add(chunk.len());
+                if read >= max {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for Body {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -381,6 +381,13 @@ impl MemUpstash {
         self.data.borrow().len()
     }
 
+    /// Every key, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.data.borrow().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -5,16 +5,10 @@
 mod support;
 
 use bytes::Bytes;
-use llm_edge_cache::api::chat::ChatRequest;
 use llm_edge_cache::cache::entry::Entry;
-use llm_edge_cache::cache::key::CacheKey;
 use llm_edge_cache::ports::Body;
 use llm_edge_cache::testing::Scripted;
 use support::*;
-
-fn key_for(tenant: &str, body: &str) -> CacheKey {
-    CacheKey::chat(tenant, "", &ChatRequest::parse(body.as_bytes()).expect("valid"))
-}
 
 #[test]
 fn miss_then_hit_calls_the_provider_once() {
@@ -34,7 +28,7 @@ fn miss_then_hit_calls_the_provider_once() {
     let key = key_for("tenant-a", &body);
     assert!(w.host.kv_raw(key.as_str()).is_none() && w.upstash.is_empty());
     w.host.run_background();
-    assert!(w.host.kv_raw(key.as_str()).is_some() && w.upstash.raw(key.as_str()).is_some());
+    assert!(w.host.kv_raw(key.as_str()).is_some() && w.upstash.raw(&redis_key(&key)).is_some());
 
     w.host.advance(5_000);
     let second = w.chat(&body, &[]);
@@ -205,7 +199,7 @@ fn no_store_neither_reads_nor_writes() {
     assert_eq!(other.status, 200);
     w.host.run_background();
     assert_eq!(w.host.kv_keys().len(), keys_before, "nothing written");
-    assert!(w.upstash.raw(key_for("tenant-a", &body_with("never stored")).as_str()).is_none());
+    assert!(w.upstash.raw(&redis_key(&key_for("tenant-a", &body_with("never stored")))).is_none());
 }
 
 #[test]
@@ -215,7 +209,7 @@ fn no_cache_skips_reads_and_refreshes_the_entry() {
     let c = calls.clone();
     w.upstream(move |_| {
         c.set(c.get() + 1);
-        Scripted::json(200, &serde_json::json!({"choices": [], "call": c.get()}))
+        Scripted::json(200, &serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}], "call": c.get()}))
     });
     let body = body_with("no-cache");
     w.chat(&body, &[]);
@@ -453,37 +447,46 @@ fn models_and_healthz() {
         .collect();
     assert_eq!(ids, ["gpt-4o-mini", "gpt-4o"]);
 
+    // Public liveness: no store calls, no names, nothing else.
+    let calls_before = w.host.sent_to(UPSTASH).len();
     let health = w.send(http::Request::get("https://gw.test/healthz").body(Body::empty()).expect("request"));
     assert_eq!(health.status, 200);
-    let v = health.json();
+    assert_eq!(health.json(), serde_json::json!({"status": "ok"}));
+    assert_eq!(w.host.sent_to(UPSTASH).len(), calls_before, "liveness makes no store call");
+
+    // The detailed view is behind an admin key.
+    let v = w.admin_get("/admin/health").json();
     assert_eq!(v["status"], "ok");
     assert_eq!(v["tiers"]["edge_kv"]["state"], "ok");
     assert_eq!(v["tiers"]["redis"]["state"], "ok");
-    let text = String::from_utf8_lossy(&health.body).to_string();
-    for secret in [UPSTASH_TOKEN, "sk-upstream-secret", KEY_A, "upstash.test", "upstream.test"] {
+    assert_eq!(v["targets"][0]["id"], "openai");
+    let text = v.to_string();
+    for secret in [UPSTASH_TOKEN, "sk-upstream-secret", KEY_A, ADMIN_KEY, "upstash.test", "upstream.test"] {
         assert!(!text.contains(secret), "{secret} leaked: {text}");
     }
     w.upstash.set_down(true);
     w.host.set_kv_failing(true);
-    let degraded = w.send(http::Request::get("https://gw.test/healthz").body(Body::empty()).expect("request")).json();
+    let degraded = w.admin_get("/admin/health").json();
     assert_eq!(degraded["status"], "degraded");
     assert_eq!(degraded["tiers"]["redis"]["state"], "down");
     assert_eq!(degraded["tiers"]["edge_kv"]["state"], "down");
+    let still_alive = w.send(http::Request::get("https://gw.test/healthz").body(Body::empty()).expect("request"));
+    assert_eq!((still_alive.status, still_alive.json()["status"].clone()), (200, "ok".into()));
 }
 
 #[test]
 fn oversize_answers_are_served_but_not_stored() {
     let w = World::with_config(config_with(&[("MAX_ENTRY_BYTES", "2048")]));
-    let big = serde_json::json!({"choices": [{"message": {"content": "x".repeat(4096)}}]});
+    let big = serde_json::json!({"choices": [{"message": {"content": "x".repeat(4096)}, "finish_reason": "stop"}]});
     w.upstream(move |_| Scripted::json(200, &big));
     let r = w.chat(&body_with("big"), &[]);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("cache-status"), Some("redis; fwd=uri-miss, edge-kv; fwd=uri-miss"));
     w.host.run_background();
     assert!(w.host.kv_keys().is_empty());
-    assert!(w.upstash.raw(key_for("tenant-a", &body_with("big")).as_str()).is_none());
+    assert!(w.upstash.raw(&redis_key(&key_for("tenant-a", &body_with("big")))).is_none());
     assert!(w.host.logs().iter().any(|l| l.contains("entry_too_large")));
-    let health = w.send(http::Request::get("https://gw.test/healthz").body(Body::empty()).expect("request")).json();
+    let health = w.admin_get("/admin/health").json();
     assert_eq!(health["not_stored"]["entry_too_large"], 1, "counted, not failed: {health}");
 }
 
@@ -494,19 +497,20 @@ fn an_entry_over_the_kv_limit_skips_tier_one_and_is_counted() {
     use llm_edge_cache::ports::KvLimits;
     let w = World::new();
     w.host.set_kv_limits(KvLimits { max_key_bytes: 256, max_value_bytes: 1 << 20, min_ttl_seconds: None });
-    let big = serde_json::json!({"choices": [{"message": {"content": "y".repeat(1_200_000)}}]});
+    let big =
+        serde_json::json!({"choices": [{"message": {"content": "y".repeat(1_200_000)}, "finish_reason": "stop"}]});
     w.upstream(move |_| Scripted::json(200, &big));
     let body = body_with("over the kv limit");
     assert_eq!(w.chat(&body, &[]).status, 200);
     w.host.run_background();
     let key = key_for("tenant-a", &body);
     assert!(w.host.kv_raw(key.as_str()).is_none(), "not written to tier 1");
-    assert!(w.upstash.raw(key.as_str()).is_some(), "written to tier 2");
+    assert!(w.upstash.raw(&redis_key(&key)).is_some(), "written to tier 2");
     assert!(w.host.logs().iter().any(|l| l.contains("\"kind\":\"too-large\"") && l.contains("edge-kv")));
     let hit = w.chat(&body, &[]);
     assert_eq!((hit.header("x-cache"), hit.header("x-cache-tier")), (Some("HIT"), Some("redis")));
     w.host.run_background();
-    let health = w.send(http::Request::get("https://gw.test/healthz").body(Body::empty()).expect("request")).json();
+    let health = w.admin_get("/admin/health").json();
     assert_eq!(
         health["not_stored"]["edge_kv_too_large"], 1,
         "counted once; hits do not retry a write that cannot fit: {health}"
@@ -529,14 +533,20 @@ fn a_broken_configuration_names_the_problems_without_values() {
         ("UPSTASH_REDIS_REST_URL", "ftp://x"),
     ]))
     .expect_err("invalid");
-    assert_eq!(err.problems.len(), 3, "{err:?}");
-    assert!(!err.to_string().contains("sk-secret-value"));
+    let text = err.to_string();
+    for name in ["GATEWAY_KEYS", "KV_TIMEOUT_MS", "UPSTASH_REDIS_REST_URL"] {
+        assert!(text.contains(name), "{name} is named: {text}");
+    }
+    assert!(!text.contains("sk-secret-value") && !text.contains("ftp://") && !text.contains("-5"), "{text}");
     let host = MemHost::new(T0);
     let req = http::Request::post("https://gw.test/v1/chat/completions").body(Body::empty()).expect("request");
     let response = host.block_on(llm_edge_cache::gateway::handle(&host, Err(&err), req));
     assert_eq!(response.status(), 500);
     let health = http::Request::get("https://gw.test/healthz").body(Body::empty()).expect("request");
-    assert_eq!(host.block_on(llm_edge_cache::gateway::handle(&host, Err(&err), health)).status(), 503);
+    let health = host.block_on(llm_edge_cache::gateway::handle(&host, Err(&err), health));
+    assert_eq!(health.status(), 503);
+    let body = host.block_on(health.into_body().collect(1 << 20)).expect("body");
+    assert_eq!(&body[..], br#"{"status":"misconfigured"}"#, "liveness says nothing more to strangers");
 }
 
 #[test]

@@ -104,10 +104,11 @@ impl ChatRequest {
         let Value::Object(map) = value else {
             return Err(ApiError::bad_request("invalid_request", "The request body must be a JSON object."));
         };
-        ChatRequest::from_map(map)
+        ChatRequest::from_object(map)
     }
 
-    fn from_map(mut map: Map<String, Value>) -> Result<ChatRequest, ApiError> {
+    /// Validates a request already read as a JSON object.
+    pub fn from_object(mut map: Map<String, Value>) -> Result<ChatRequest, ApiError> {
         let model = match map.remove("model") {
             None | Some(Value::Null) => return Err(missing("model")),
             Some(Value::String(s)) if s.trim().is_empty() => {

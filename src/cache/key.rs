@@ -21,9 +21,26 @@ pub const KEY_VERSION: &str = "llm-edge-cache/key/v1";
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey(String);
 
+/// What scopes a key besides the request: the operator's cache generation (`CACHE_GENERATION`;
+/// empty: none), the tenant, and the client's namespace.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyScope<'a> {
+    pub generation: &'a str,
+    pub tenant: &'a str,
+    pub namespace: &'a str,
+}
+
 impl CacheKey {
-    /// The key of a chat completions request for `tenant` in `namespace`.
+    /// The key of a chat completions request for `tenant` in `namespace`, without a generation.
     pub fn chat(tenant: &str, namespace: &str, request: &ChatRequest) -> CacheKey {
+        CacheKey::chat_in(&KeyScope { generation: "", tenant, namespace }, request)
+    }
+
+    /// The key of a chat completions request in `scope`. A generation is one more part of the
+    /// hashed prefix, written as `generation=<g>`: a tenant name cannot contain `=`, so no scope
+    /// with a generation encodes like one without. No generation leaves the keys of earlier
+    /// releases unchanged.
+    pub fn chat_in(scope: &KeyScope<'_>, request: &ChatRequest) -> CacheKey {
         // Destructured by name so that a new field is a compile error here until it is decided.
         let ChatRequest {
             model,
@@ -54,7 +71,14 @@ impl CacheKey {
         canon.push(b'}');
 
         let mut hasher = Sha256::new();
-        for part in [KEY_VERSION.as_bytes(), tenant.as_bytes(), namespace.as_bytes(), b"chat.completions"] {
+        hasher.update(KEY_VERSION.as_bytes());
+        hasher.update([0u8]);
+        if !scope.generation.is_empty() {
+            hasher.update(b"generation=");
+            hasher.update(scope.generation.as_bytes());
+            hasher.update([0u8]);
+        }
+        for part in [scope.tenant.as_bytes(), scope.namespace.as_bytes(), b"chat.completions"] {
             hasher.update(part);
             hasher.update([0u8]);
         }
@@ -73,6 +97,11 @@ impl CacheKey {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The digest alone, in hex (what follows the version prefix).
+    pub fn digest_hex(&self) -> &str {
+        self.0.split_once(':').map_or(self.0.as_str(), |(_, hex)| hex)
     }
 }
 

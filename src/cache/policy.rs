@@ -80,10 +80,7 @@ impl Policy {
         }
         if let Some(ns) = headers.get(NAMESPACE_HEADER) {
             let ns = ns.to_str().unwrap_or("\u{0}");
-            let valid = !ns.is_empty()
-                && ns.len() <= NAMESPACE_MAX
-                && ns.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
-            if !valid {
+            if !valid_namespace(ns) {
                 return Err(ApiError::bad_request(
                     "invalid_cache_namespace",
                     format!(
@@ -104,4 +101,9 @@ impl Policy {
 
 fn invalid_cache_control(why: &str) -> ApiError {
     ApiError::bad_request("invalid_cache_control", format!("The Cache-Control header is invalid: {why}."))
+}
+
+/// Whether `ns` may name a namespace: 1 to 64 letters, digits, '.', '_', ':' or '-'.
+pub fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty() && ns.len() <= NAMESPACE_MAX && ns.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }

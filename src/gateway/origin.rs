@@ -19,7 +19,7 @@ use crate::routing::backoff::Next;
 use crate::routing::health::{Shared, Skip};
 use crate::routing::select;
 use crate::routing::table::Target;
-use crate::stores::upstash::Upstash;
+use crate::stores::redis::Redis;
 
 /// How often an isolate reads the health other isolates shared.
 const HEALTH_SYNC_MS: u64 = 5_000;
@@ -274,12 +274,10 @@ impl<H: Host> Exchange<'_, H> {
             return;
         }
         let host = self.host.clone();
-        let key = health_key(id);
+        let id = id.to_owned();
         self.host.spawn_background(Box::pin(async move {
-            let value = serde_json::to_string(&shared).expect("JSON serializes");
-            let store = Upstash::new(&upstash);
-            let set = ["SET", key.as_str(), value.as_str(), "PX", &ttl.to_string()];
-            let _ = store.command(&host, "health_put", &set, 1024, WRITE_TIMEOUT_MS).await;
+            let Ok(value) = serde_json::to_string(&shared) else { return };
+            let _ = Redis::new(&upstash).put_health(&host, &id, &value, ttl, WRITE_TIMEOUT_MS).await;
         }));
     }
 
@@ -309,26 +307,15 @@ impl<H: Host> Exchange<'_, H> {
 /// Merges the shared records of `ids` into this instance's memory; a Redis failure leaves it as
 /// it was (routing goes on with what it knows).
 async fn read_health<H: Host>(host: &H, upstash: &crate::config::UpstashConfig, ids: &[String]) {
-    let keys: Vec<String> = ids.iter().map(|id| health_key(id)).collect();
-    let mut args = vec!["MGET"];
-    args.extend(keys.iter().map(String::as_str));
-    let store = Upstash::new(upstash);
-    let Ok(serde_json::Value::Array(values)) =
-        store.command(host, "health_get", &args, 64 << 10, upstash.timeout_ms).await
-    else {
+    let Ok(values) = Redis::new(upstash).health(host, ids).await else {
         return;
     };
     let now = host.now_ms();
     for (id, value) in ids.iter().zip(values) {
-        if let Some(shared) = value.as_str().and_then(|s| serde_json::from_str::<Shared>(s).ok()) {
+        if let Some(shared) = value.as_deref().and_then(|s| serde_json::from_str::<Shared>(s).ok()) {
             host.health().merge(id, shared, now);
         }
     }
-}
-
-/// The Redis key under which a target's shared health is kept.
-fn health_key(id: &str) -> String {
-    format!("llmc1:health:{id}")
 }
 
 /// A provider's error, with one routing rule on top: when the gateway chose the model (the

@@ -12,7 +12,8 @@ use crate::error::ApiError;
 use crate::ports::{Body, Random};
 
 /// Headers a browser page may read from a cross-origin answer.
-const EXPOSE: &str = "cache-status, x-cache, x-cache-tier, age, x-request-id, x-provider, server-timing, retry-after";
+/// Every response header the README documents.
+pub const EXPOSE: &str = "cache-status, x-cache, x-cache-tier, age, x-request-id, x-provider, x-attempts, x-fallback, x-cache-stale-reason, server-timing, retry-after";
 /// Headers a preflight allows when the browser did not say which it needs.
 const DEFAULT_ALLOW_HEADERS: &str = "authorization, content-type, cache-control, x-cache-namespace, x-request-id";
 const MAX_REQUEST_ID: usize = 128;
@@ -63,6 +64,29 @@ pub fn error(err: &ApiError) -> Response<Body> {
     if let Some(seconds) = err.retry_after_s {
         response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
     }
+    response
+}
+
+/// The 404 of a path the gateway does not serve.
+pub fn not_found(path: &str) -> Response<Body> {
+    let shown: String = path.chars().take(100).collect();
+    error(&ApiError::new(
+        StatusCode::NOT_FOUND,
+        crate::error::ErrorType::NotFound,
+        "not_found",
+        format!("Unknown path '{shown}'. This gateway serves POST /v1/chat/completions and GET /v1/models."),
+    ))
+}
+
+/// The 405 of a known path asked with another method.
+pub fn method_not_allowed(path: &str, allowed: &str, method: &http::Method) -> Response<Body> {
+    let mut response = error(&ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        crate::error::ErrorType::InvalidRequest,
+        "method_not_allowed",
+        format!("{path} accepts {allowed} only, not {method}."),
+    ));
+    set(response.headers_mut(), "allow", &format!("{allowed}, OPTIONS"));
     response
 }
 

@@ -108,7 +108,7 @@ pub fn build_request(target: &Target, request: &ChatRequest) -> Result<http::Req
     if let Some(key) = &target.api_key {
         builder = builder.header("x-api-key", key.expose());
     }
-    Ok(builder.body(Bytes::from(bytes)).expect("the base URL was validated when the configuration was read"))
+    crate::providers::finish(builder, bytes, "anthropic")
 }
 
 /// (system texts, Anthropic messages) from OpenAI messages.

@@ -31,10 +31,23 @@ pub fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
 /// The HTTP request that asks `target` for `request`.
 pub fn build_request(target: &Target, request: &ChatRequest) -> Result<http::Request<Bytes>, Unsupported> {
     match target.kind {
-        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => Ok(openai::build_request(target, request)),
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::build_request(target, request),
         ProviderKind::Anthropic => anthropic::build_request(target, request),
         ProviderKind::Gemini => gemini::build_request(target, request),
     }
+}
+
+/// The request a builder describes. Base URLs, models and keys are checked when the configuration
+/// is read, so this cannot fail for a configured target; should it ever, the target is skipped as
+/// unable to serve the request, never a panic.
+pub(crate) fn finish(
+    builder: http::request::Builder,
+    body: Vec<u8>,
+    provider: &'static str,
+) -> Result<http::Request<Bytes>, Unsupported> {
+    builder
+        .body(Bytes::from(body))
+        .map_err(|_| Unsupported::new(provider, "model", "the target's settings cannot form an HTTP request"))
 }
 
 /// A successful answer, as the client will see it.

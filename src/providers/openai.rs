@@ -10,7 +10,7 @@ use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
 use crate::api::chat::ChatRequest;
-use crate::error::UpstreamError;
+use crate::error::{Unsupported, UpstreamError};
 use crate::providers::retry_after_ms;
 use crate::routing::table::Target;
 
@@ -19,7 +19,7 @@ const MAX_MESSAGE_CHARS: usize = 500;
 
 /// The HTTP request for `request` against an OpenAI-compatible target: the client's request
 /// field for field, with the target's model when it names one.
-pub fn build_request(target: &Target, request: &ChatRequest) -> http::Request<Bytes> {
+pub fn build_request(target: &Target, request: &ChatRequest) -> Result<http::Request<Bytes>, Unsupported> {
     let mut json = request.to_json();
     json.insert("model".into(), Value::String(target.model_for(&request.model).to_owned()));
     let body = serde_json::to_vec(&json).expect("a JSON map always serializes");
@@ -30,7 +30,7 @@ pub fn build_request(target: &Target, request: &ChatRequest) -> http::Request<By
     if let Some(key) = &target.api_key {
         builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {}", key.expose()));
     }
-    builder.body(Bytes::from(body)).expect("the base URL was validated when the configuration was read")
+    crate::providers::finish(builder, body, target.kind.as_str())
 }
 
 /// What a successful answer says about itself.

@@ -13,7 +13,10 @@
 //! Targets of the lowest `priority` share load by `weight`; higher priorities are fallbacks.
 //! `"*"` routes every model not listed. Without `ROUTES`, every model goes to one OpenAI-compatible
 //! target built from `UPSTREAM_BASE_URL` and `OPENAI_API_KEY`, with the client's model.
-//! Must not: put a key's value into a problem message.
+//! A broken target is dropped from its route and reported; a model whose every target is broken
+//! stays known as unusable, so its requests are refused by name instead of going elsewhere.
+//! Must not: put any value into a problem message (a key pasted where its variable's name
+//! belongs would leak): problems name the model, the target's position and the field.
 
 use std::collections::BTreeMap;
 
@@ -92,12 +95,43 @@ impl Target {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouteTable {
     routes: BTreeMap<String, Vec<Target>>,
+    /// Models (or `*`) configured with targets none of which is usable.
+    unusable: std::collections::BTreeSet<String>,
+}
+
+/// Why a model has no targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRoute {
+    /// The table does not route the model (nor has a `*` route).
+    Unknown,
+    /// The model's route is configured, but none of its targets is usable.
+    Unusable,
 }
 
 impl RouteTable {
     /// The targets for a model, or `None` when the table routes it nowhere.
     pub fn targets(&self, model: &str) -> Option<&[Target]> {
-        self.routes.get(model).or_else(|| self.routes.get("*")).map(Vec::as_slice)
+        self.route(model).ok()
+    }
+
+    /// The targets for a model, or why there are none.
+    pub fn route(&self, model: &str) -> Result<&[Target], NoRoute> {
+        if let Some(targets) = self.routes.get(model) {
+            return Ok(targets);
+        }
+        if self.unusable.contains(model) {
+            return Err(NoRoute::Unusable);
+        }
+        match self.routes.get("*") {
+            Some(targets) => Ok(targets),
+            None if self.unusable.contains("*") => Err(NoRoute::Unusable),
+            None => Err(NoRoute::Unknown),
+        }
+    }
+
+    /// Whether at least one model has a usable target.
+    pub fn serves_anything(&self) -> bool {
+        !self.routes.is_empty()
     }
 
     /// Model names clients may send (the wildcard excluded).
@@ -113,49 +147,68 @@ impl RouteTable {
 
     /// A table of one route: every model to `target`.
     pub fn single(target: Target) -> RouteTable {
-        RouteTable { routes: BTreeMap::from([("*".to_owned(), vec![target])]) }
+        RouteTable { routes: BTreeMap::from([("*".to_owned(), vec![target])]), unusable: Default::default() }
     }
 
     /// Parses `raw` (the `ROUTES` variable), resolving key names through `vars`; every problem
     /// is pushed to `problems`.
     pub fn parse(raw: &str, vars: &impl Vars, defaults: &TargetDefaults, problems: &mut Vec<String>) -> RouteTable {
-        let parsed: BTreeMap<String, Vec<RawTarget>> = match serde_json::from_str(raw) {
+        // Each target is read on its own, so one bad target does not take its route down. serde's
+        // messages can quote values, so only positions and field names are reported.
+        let parsed: BTreeMap<String, Vec<serde_json::Value>> = match serde_json::from_str(raw) {
             Ok(p) => p,
             Err(e) => {
-                problems.push(format!("ROUTES is not valid: {e}"));
+                problems.push(format!(
+                    "ROUTES must be a JSON object mapping each model name to a list of targets (unreadable at line {}, column {})",
+                    e.line(),
+                    e.column()
+                ));
                 return RouteTable::default();
             }
         };
         let mut routes = BTreeMap::new();
+        let mut unusable = std::collections::BTreeSet::new();
         let mut ids: BTreeMap<String, RawTarget> = BTreeMap::new();
         for (model, raw_targets) in parsed {
             if raw_targets.is_empty() {
-                problems.push(format!("ROUTES: model '{model}' has no targets"));
+                problems.push(format!("ROUTES: '{}' has no targets", shown(&model)));
             }
             let mut targets = Vec::new();
-            for (i, raw) in raw_targets.into_iter().enumerate() {
-                let at = format!("ROUTES: '{model}' target {}", i + 1);
+            let configured = raw_targets.len();
+            for (i, value) in raw_targets.into_iter().enumerate() {
+                let at = format!("ROUTES: '{}' target {}", shown(&model), i + 1);
+                let raw = match RawTarget::read(value) {
+                    Ok(raw) => raw,
+                    Err(what) => {
+                        problems.push(format!("{at} is dropped: {what}"));
+                        continue;
+                    }
+                };
                 if let Some(target) = raw.resolve(&at, vars, defaults, problems) {
                     // One id names one target: the same id with other settings would share a breaker.
                     match ids.get(&target.id) {
-                        Some(other) if *other != raw => {
-                            problems.push(format!("{at}: id '{}' is used by a target with other settings", target.id))
-                        }
+                        Some(other) if *other != raw => problems.push(format!(
+                            "{at} is dropped: id '{}' is used by a target with other settings",
+                            target.id
+                        )),
                         _ => {
                             ids.insert(target.id.clone(), raw.clone());
+                            targets.push(target);
                         }
                     }
-                    targets.push(target);
                 }
             }
             if !targets.is_empty() {
                 routes.insert(model, targets);
+            } else if configured > 0 {
+                problems.push(format!("ROUTES: '{}' has no usable target: its requests are refused", shown(&model)));
+                unusable.insert(model);
             }
         }
-        if routes.is_empty() && problems.is_empty() {
+        if routes.is_empty() && unusable.is_empty() && problems.is_empty() {
             problems.push("ROUTES must route at least one model".into());
         }
-        RouteTable { routes }
+        RouteTable { routes, unusable }
     }
 }
 
@@ -190,7 +243,32 @@ struct RawTarget {
     max_tokens: Option<u64>,
 }
 
+/// The fields a target may have, for problems (never a value).
+const FIELDS: &str =
+    "provider, model, id, base_url, key, weight, priority, timeout_ms, first_byte_timeout_ms, max_tokens";
+
 impl RawTarget {
+    /// One target from its JSON, or what is wrong with it in words that quote no value.
+    fn read(value: serde_json::Value) -> Result<RawTarget, String> {
+        let Some(object) = value.as_object() else {
+            return Err("a target must be a JSON object".into());
+        };
+        if let Some(unknown) = object.keys().find(|k| !FIELDS.split(", ").any(|f| f == k.as_str())) {
+            // A field name is the operator's own word, but it may be anything: show it only when
+            // it looks like a field name.
+            let named = if unknown.len() <= 32 && unknown.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                format!("'{unknown}'")
+            } else {
+                "a field".to_owned()
+            };
+            return Err(format!("{named} is not a target field (fields: {FIELDS})"));
+        }
+        serde_json::from_value(value).map_err(|_| {
+            "a field has the wrong type (provider, model, id, base_url and key are strings; the others whole numbers)"
+                .to_owned()
+        })
+    }
+
     fn resolve(
         &self,
         at: &str,
@@ -201,10 +279,7 @@ impl RawTarget {
         let before = problems.len();
         let kind = ProviderKind::parse(&self.provider);
         if kind.is_none() {
-            problems.push(format!(
-                "{at}: provider '{}' is not one of openai, anthropic, gemini, openai-compatible",
-                self.provider
-            ));
+            problems.push(format!("{at}: provider must be one of openai, anthropic, gemini, openai-compatible"));
         }
         let base_url = match (&self.base_url, kind.and_then(ProviderKind::default_base_url)) {
             (Some(url), _) => {
@@ -225,8 +300,20 @@ impl RawTarget {
         };
         let api_key = match &self.key {
             None => None,
+            // Only a name shaped like a variable is ever repeated; anything else may be the key
+            // itself, pasted where its variable's name belongs.
+            Some(name) if !is_variable_name(name) => {
+                problems.push(format!(
+                    "{at}: key must be the name of the secret that holds the provider key (capital letters, digits and '_'), never the key itself"
+                ));
+                None
+            }
             Some(name) => match vars.var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) {
-                Some(value) => Some(Secret::new(value)),
+                Some(value) if crate::config::is_header_safe(&value) => Some(Secret::new(value)),
+                Some(_) => {
+                    problems.push(format!("{at}: the value of its key variable {name} is not usable in an HTTP header (visible ASCII only)"));
+                    None
+                }
                 None => {
                     problems.push(format!("{at}: its key variable {name} is not set"));
                     None
@@ -240,6 +327,10 @@ impl RawTarget {
             && self.model.is_none()
         {
             problems.push(format!("{at}: a {} target needs a model", self.provider));
+        }
+        // The model goes into Gemini's URL path; any model goes into logs and headers.
+        if self.model.as_deref().is_some_and(|m| !is_model_name(m)) {
+            problems.push(format!("{at}: model must be 1 to 200 letters, digits or '.', '_', '-', ':', '/', '@'"));
         }
         let weight = self.weight.unwrap_or(1);
         if weight == 0 || weight > 1000 {
@@ -259,12 +350,10 @@ impl RawTarget {
         if !id_ok {
             problems.push(format!("{at}: id must be 1 to 100 visible characters without ',' or ';'"));
         }
-        if problems.len() > before {
-            return None;
-        }
+        let kind = kind.filter(|_| problems.len() == before)?;
         Some(Target {
             id,
-            kind: kind.expect("checked above"),
+            kind,
             model: self.model.clone(),
             base_url,
             api_key,
@@ -275,4 +364,22 @@ impl RawTarget {
             default_max_tokens: self.max_tokens.unwrap_or(defaults.default_max_tokens),
         })
     }
+}
+
+/// What an environment variable's name looks like here: capital letters, digits and '_'.
+fn is_variable_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().next().is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// A provider model name that is safe in a URL path, a header and a log line.
+fn is_model_name(model: &str) -> bool {
+    (1..=200).contains(&model.len()) && model.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:/@".contains(&b))
+}
+
+/// A model name as problems show it: the operator's route name, cut short and stripped of
+/// anything unusual.
+fn shown(model: &str) -> String {
+    model.chars().take(64).filter(|c| c.is_ascii_alphanumeric() || "._-:/@*".contains(*c)).collect()
 }

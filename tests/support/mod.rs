@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 pub const KEY_A: &str = "sk-test-tenant-a";
 pub const KEY_B: &str = "sk-test-tenant-b";
+pub const ADMIN_KEY: &str = "adm-test-operator-key";
 pub const UPSTREAM: &str = "http://upstream.test/v1";
 pub const UPSTASH: &str = "http://upstash.test";
 pub const UPSTASH_TOKEN: &str = "upstash-token";
@@ -26,8 +27,10 @@ pub fn fixture(path: &str) -> String {
 
 pub fn config_with(extra: &[(&str, &str)]) -> Config {
     let keys = format!(r#"{{"{KEY_A}":"tenant-a","{KEY_B}":"tenant-b"}}"#);
+    let admins = format!(r#"{{"{ADMIN_KEY}":"ops"}}"#);
     let mut vars: Vec<(&str, &str)> = vec![
         ("GATEWAY_KEYS", keys.as_str()),
+        ("ADMIN_KEYS", admins.as_str()),
         ("UPSTREAM_BASE_URL", UPSTREAM),
         ("OPENAI_API_KEY", "sk-upstream-secret"),
         ("UPSTASH_REDIS_REST_URL", UPSTASH),
@@ -39,7 +42,20 @@ pub fn config_with(extra: &[(&str, &str)]) -> Config {
     ];
     vars.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
     vars.extend_from_slice(extra);
-    Config::from_vars(&MapVars::new(&vars)).expect("test configuration is valid")
+    let config = Config::from_vars(&MapVars::new(&vars)).expect("test configuration can serve");
+    assert!(config.problems.is_empty(), "test configuration has problems: {:?}", config.problems);
+    config
+}
+
+/// The cache key of a chat body for `tenant`, without namespace or generation.
+pub fn key_for(tenant: &str, body: &str) -> llm_edge_cache::cache::key::CacheKey {
+    let request = llm_edge_cache::api::chat::ChatRequest::parse(body.as_bytes()).expect("valid request");
+    llm_edge_cache::cache::key::CacheKey::chat(tenant, "", &request)
+}
+
+/// The Redis key of a cache entry under the default deployment prefix.
+pub fn redis_key(key: &llm_edge_cache::cache::key::CacheKey) -> String {
+    llm_edge_cache::stores::redis::entry_key(llm_edge_cache::stores::redis::DEFAULT_PREFIX, key)
 }
 
 /// A response with its body read.
@@ -110,6 +126,25 @@ impl World {
         let (parts, body) = response.into_parts();
         let body = self.host.block_on(body.collect(usize::MAX)).expect("body reads");
         Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+    }
+
+    /// GETs an admin path with the admin key.
+    pub fn admin_get(&self, path: &str) -> Reply {
+        let req = http::Request::get(format!("https://gw.test{path}"))
+            .header("authorization", format!("Bearer {ADMIN_KEY}"))
+            .body(Body::empty())
+            .expect("valid request");
+        self.send(req)
+    }
+
+    /// POSTs a JSON body to an admin path with `key`.
+    pub fn admin_post(&self, path: &str, key: &str, body: &str) -> Reply {
+        let req = http::Request::post(format!("https://gw.test{path}"))
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(Body::Full(Bytes::from(body.to_owned())))
+            .expect("valid request");
+        self.send(req)
     }
 
     /// POSTs a chat body with tenant A's key and extra headers.

@@ -23,7 +23,14 @@ thread_local! {
 #[event(fetch)]
 pub async fn fetch(req: worker::Request, env: Env, ctx: Context) -> worker::Result<worker::Response> {
     let host = CfHost::new(env, ctx);
-    let config = CONFIG.with(|cell| cell.get_or_init(|| Rc::new(Config::from_vars(&host))).clone());
+    let config = CONFIG.with(|cell| {
+        cell.get_or_init(|| {
+            let config = Config::from_vars(&host);
+            gateway::report_config(&host, config.as_ref());
+            Rc::new(config)
+        })
+        .clone()
+    });
     let request = match into_http(req) {
         Ok(r) => r,
         Err(why) => {
