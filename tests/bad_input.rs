@@ -42,7 +42,7 @@ fn every_bad_input_gets_its_error() {
     let w = World::with_config(config_with(&[("MAX_BODY_BYTES", &BODY_LIMIT.to_string())]));
     w.upstream_ok();
     let cases = cases();
-    assert!(cases.len() >= 25, "the matrix is complete");
+    assert!(cases.len() >= 60, "the matrix is complete");
     for case in &cases {
         let name = case["name"].as_str().expect("name");
         let body = if case["oversize"] == true {
@@ -58,6 +58,9 @@ fn every_bad_input_gets_its_error() {
         reply.assert_error(status, code);
         if let Some(param) = case["param"].as_str() {
             assert_eq!(reply.json()["error"]["param"], param, "{name}");
+        }
+        if status == 400 {
+            assert_eq!(reply.json()["error"]["type"], "invalid_request_error", "{name}");
         }
         assert_eq!(reply.header("content-type"), Some("application/json"), "{name}");
         assert!(reply.header("x-request-id").is_some(), "{name}");

@@ -1,8 +1,11 @@
-//! The OpenAI wire format as clients speak it: the chat request we accept and the error envelope we
-//! answer with. No cache or provider logic lives here.
+//! The OpenAI wire format as clients speak it: the chat request we accept (`chat` parses it,
+//! `messages` and `validate` check it against OpenAI's documented types and ranges) and the error
+//! envelope we answer with. No cache or provider logic lives here.
 
 pub mod chat;
 pub mod envelope;
+mod messages;
+mod validate;
 
 /// How a JSON value's type is named in messages ("a string", "an array").
 pub fn json_type_name(v: &serde_json::Value) -> &'static str {
