@@ -165,10 +165,6 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    pub fn retryable(&self) -> bool {
-        !matches!(self, UpstreamError::ClientRequest { .. } | UpstreamError::NotConfigured)
-    }
-
     /// What may help after this failure. A provider's advice to wait longer than
     /// `retry_after_cap_ms` is not waited for: a 429 or 5xx saying so moves to the next target.
     /// A stall (`Timeout`) is worth a second attempt only where no other target remains; the
