@@ -206,7 +206,8 @@ impl<'a, T> Failover<'a, T> {
                 self.health.record(id, now_ms, true, breaker);
                 return Action::Done(Outcome::ClientError { error, attempts: self.attempts });
             }
-            // Perhaps the translation's fault: neither the target's success nor its failure.
+            // Perhaps the translation's fault: neither the target's success nor its failure. A
+            // half-open probe it held is given up by the breaker's lost-probe rule (`open_ms`).
             self.changed.failed = true;
             let code = error.code();
             if self.rejection.is_none() {
@@ -246,7 +247,8 @@ impl<'a, T> Failover<'a, T> {
             return self.out_of_time(now_ms);
         }
         if self.health.admit(&self.order[self.at].id, now_ms, &self.settings.breaker).is_err() {
-            // Rested meanwhile (another request opened its breaker): listed by its own failure.
+            // Rested meanwhile (another request opened its breaker or cooled it down): listed by
+            // the failure that led to the retry.
             let code = self.last.as_ref().map_or("upstream_unreachable", UpstreamError::code);
             return self.leave_failed(now_ms, code);
         }
