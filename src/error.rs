@@ -124,8 +124,21 @@ impl StoreErrorKind {
     }
 }
 
-/// A provider call failed. `retryable` says whether another attempt (or another target) may help;
-/// a client's bad request never is.
+/// How far one failed provider call reaches: what the failover may try next. The failover
+/// (`routing::failover`) refines it with what only it knows (whether the target translated the
+/// request, whether another target remains).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The target may answer a second attempt: the same target again, after a backoff.
+    RetrySame,
+    /// The target will not answer this request soon: the next target, at once.
+    NextTarget,
+    /// The request itself is at fault: no other attempt.
+    Stop,
+}
+
+/// A provider call failed. `scope` says whether another attempt, or another target, may help;
+/// a client's bad request never does.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
     #[error("could not connect: {0}")]
@@ -152,8 +165,26 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    pub fn retryable(&self) -> bool {
-        !matches!(self, UpstreamError::ClientRequest { .. } | UpstreamError::NotConfigured)
+    /// What may help after this failure. A provider's advice to wait longer than
+    /// `retry_after_cap_ms` is not waited for: a 429 or 5xx saying so moves to the next target.
+    /// A stall (`Timeout`) is worth a second attempt only where no other target remains; the
+    /// failover decides that.
+    pub fn scope(&self, retry_after_cap_ms: u64) -> Scope {
+        let short = |ms: &Option<u64>| ms.is_some_and(|ms| ms <= retry_after_cap_ms);
+        match self {
+            UpstreamError::Connect(_) | UpstreamError::Timeout { .. } | UpstreamError::Stream(_) => Scope::RetrySame,
+            UpstreamError::Server { retry_after_ms: None, .. } => Scope::RetrySame,
+            UpstreamError::Server { retry_after_ms, .. } if short(retry_after_ms) => Scope::RetrySame,
+            UpstreamError::RateLimited { retry_after_ms } if short(retry_after_ms) => Scope::RetrySame,
+            // Our key, the provider's answer or its patience failed: another attempt gets the same.
+            UpstreamError::Server { .. }
+            | UpstreamError::RateLimited { .. }
+            | UpstreamError::Auth { .. }
+            | UpstreamError::Malformed(_)
+            | UpstreamError::TooLarge { .. }
+            | UpstreamError::NotConfigured => Scope::NextTarget,
+            UpstreamError::ClientRequest { .. } => Scope::Stop,
+        }
     }
 
     /// A stable code naming the failure, safe to show a client.

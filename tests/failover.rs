@@ -14,48 +14,6 @@ use llm_edge_cache::testing::Scripted;
 use serde_json::{json, Value};
 use support::*;
 
-const ANTHROPIC: &str = "http://anthropic.test/v1";
-const GEMINI: &str = "http://gemini.test/v1beta";
-
-fn routes(targets: Value) -> String {
-    json!({"gpt-4o": targets}).to_string()
-}
-
-fn two_targets() -> String {
-    routes(json!([
-        {"provider": "openai-compatible", "id": "primary", "base_url": PRIMARY, "model": "p-model", "key": "PRIMARY_KEY"},
-        {"provider": "openai-compatible", "id": "secondary", "base_url": SECONDARY, "model": "s-model", "key": "SECONDARY_KEY", "priority": 1}
-    ]))
-}
-
-fn world(routes: &str, extra: &[(&str, &str)]) -> World {
-    let mut vars = vec![
-        ("ROUTES", routes),
-        ("PRIMARY_KEY", "sk-primary"),
-        ("SECONDARY_KEY", "sk-secondary"),
-        ("ANTHROPIC_KEY", "sk-ant-key"),
-        ("GEMINI_KEY", "gemini-key"),
-    ];
-    vars.extend_from_slice(extra);
-    World::with_config(config_with(&vars))
-}
-
-/// Answers with the given scripts in turn, then with OK; counts calls.
-fn scripted(w: &World, prefix: &str, scripts: Vec<Scripted>) -> Rc<RefCell<usize>> {
-    let calls = Rc::new(RefCell::new(0usize));
-    let queue = RefCell::new(scripts.into_iter().collect::<std::collections::VecDeque<_>>());
-    let (c, name) = (calls.clone(), prefix.to_owned());
-    w.host.route(prefix, move |_| {
-        *c.borrow_mut() += 1;
-        queue.borrow_mut().pop_front().unwrap_or_else(|| ok(&name))
-    });
-    calls
-}
-
-fn ask(w: &World, content: &str) -> Reply {
-    w.chat(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": content}]}).to_string(), &[])
-}
-
 #[test]
 fn a_server_error_falls_back_to_the_next_target() {
     let w = world(&two_targets(), &[]);

@@ -7,7 +7,7 @@ mod support;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use llm_edge_cache::api::chat::ChatRequest;
-use llm_edge_cache::error::UpstreamError;
+use llm_edge_cache::error::{Scope, UpstreamError};
 use llm_edge_cache::providers::stream::SseTranslator;
 use llm_edge_cache::providers::{build_request, classify_error, parse_success};
 use llm_edge_cache::routing::table::{ProviderKind, Target};
@@ -240,7 +240,9 @@ fn provider_errors_are_classified_for_failover() {
         classify_error(&g, StatusCode::TOO_MANY_REQUESTS, &none, fixture("gemini/error_429.json").as_bytes());
     assert_eq!(gemini_limited, UpstreamError::RateLimited { retry_after_ms: Some(17_000) }, "RetryInfo in the body");
     let rejected = classify_error(&a, StatusCode::BAD_REQUEST, &none, fixture("anthropic/error_400.json").as_bytes());
-    assert!(matches!(rejected, UpstreamError::ClientRequest { status: 400, .. }) && !rejected.retryable());
+    assert!(
+        matches!(rejected, UpstreamError::ClientRequest { status: 400, .. }) && rejected.scope(5_000) == Scope::Stop
+    );
 }
 
 /// Feeds `sse` to a translator in pieces of `step` bytes and returns the OpenAI stream.

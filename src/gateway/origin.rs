@@ -1,8 +1,8 @@
-//! Calling providers on a double miss: the route's targets in order, each admitted by its
-//! breaker and cool-down, retried with jittered backoff, all within one deadline. A 429 moves on
-//! at once and cools the target down for the advertised time; the client's own bad request ends
-//! failover at once. Target health lives in isolate memory and is shared through Redis after the
-//! response, best effort: a Redis outage never stops routing.
+//! Calling providers on a double miss: performs what the failover machine
+//! (`routing::failover`) decides (build, send, sleep), logs each failure and shares what the
+//! machine changed in target health. Target health lives in isolate memory and is shared through
+//! Redis after the response, best effort: a Redis outage never stops routing.
+//! Must not: decide on its own which target to try, when to retry or what the client is told.
 
 use bytes::Bytes;
 use serde_json::json;
@@ -11,48 +11,18 @@ use http::{HeaderMap, StatusCode};
 
 use super::{reply, Exchange, MAX_ERROR_BODY, WRITE_TIMEOUT_MS};
 use crate::api::chat::ChatRequest;
-use crate::error::{ApiError, ErrorType};
-use crate::error::{Unsupported, UpstreamError};
+use crate::error::{ApiError, ErrorType, UpstreamError};
 use crate::ports::{with_timeout, Body, CollectError, Host};
 use crate::providers::{self, Answer};
-use crate::routing::backoff::Next;
-use crate::routing::health::{Shared, Skip};
+use crate::routing::failover::{Action, Failover, Settings};
+pub(super) use crate::routing::failover::{Failure, Outcome};
+use crate::routing::health::Shared;
 use crate::routing::select;
 use crate::routing::table::Target;
 use crate::stores::redis::Redis;
 
 /// How often an isolate reads the health other isolates shared.
 const HEALTH_SYNC_MS: u64 = 5_000;
-
-/// One target's failure, as listed to the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub target: String,
-    pub code: &'static str,
-}
-
-pub enum Outcome<T> {
-    Answered {
-        value: T,
-        target: Target,
-        attempts: u32,
-        fallback: bool,
-    },
-    /// The provider judged the client's request invalid: no other target is tried.
-    ClientError {
-        error: UpstreamError,
-        attempts: u32,
-    },
-    /// Every target failed or was skipped, in order.
-    AllFailed {
-        failures: Vec<Failure>,
-        last: Option<UpstreamError>,
-        attempts: u32,
-        retry_after_ms: Option<u64>,
-    },
-    /// No target can express the request.
-    Unsupported(Vec<Unsupported>),
-}
 
 impl<H: Host> Exchange<'_, H> {
     /// A complete answer from the first target that gives one.
@@ -144,111 +114,48 @@ impl<H: Host> Exchange<'_, H> {
     ) -> Outcome<T> {
         let host = self.host;
         let config = self.config;
-        let health = host.health();
-        let deadline = host.now_ms().saturating_add(config.upstream.deadline_ms);
+        let settings = Settings {
+            retry: config.retry,
+            breaker: config.breaker,
+            timeout_ms: config.upstream.timeout_ms,
+            deadline_ms: host.now_ms().saturating_add(config.upstream.deadline_ms),
+        };
         let order = select::order(targets, || host.random_u64());
-        let mut failures: Vec<Failure> = Vec::new();
-        let mut unsupported = Vec::new();
-        let mut last = None;
-        let mut attempts = 0u32;
-        'targets: for target in order {
-            let outgoing = match providers::build_request(target, request) {
-                Ok(r) => r,
-                Err(u) => {
-                    failures.push(Failure { target: target.id.clone(), code: "unsupported_request" });
-                    unsupported.push(u);
-                    continue;
+        let mut machine = Failover::new(order, host.health(), settings);
+        // The request built for the target in hand: every `Send` follows its target's `Build`.
+        let mut outgoing = http::Request::default();
+        let mut action = machine.start(host.now_ms());
+        loop {
+            action = match action {
+                Action::Build { target } => {
+                    let built = providers::build_request(machine.target(target), request).map(|r| outgoing = r);
+                    machine.on_built(host.now_ms(), built)
                 }
-            };
-            // The deadline first: admitting may claim a half-open probe, which must then be used.
-            if host.now_ms() >= deadline {
-                failures.push(Failure { target: target.id.clone(), code: "deadline_exceeded" });
-                break;
-            }
-            if let Err(skip) = health.admit(&target.id, host.now_ms(), &config.breaker) {
-                let code = match skip {
-                    Skip::CircuitOpen => "circuit_open",
-                    Skip::CoolingDown => "cooling_down",
-                };
-                failures.push(Failure { target: target.id.clone(), code });
-                continue;
-            }
-            let mut retry = 0u32;
-            loop {
-                let now = host.now_ms();
-                if now >= deadline {
-                    failures.push(Failure { target: target.id.clone(), code: "deadline_exceeded" });
-                    break 'targets;
-                }
-                attempts += 1;
-                let budget = target.timeout_ms.unwrap_or(config.upstream.timeout_ms).min(deadline - now);
-                let result = attempt(target, outgoing.clone(), budget).await;
-                let now = host.now_ms();
-                let error = match result {
-                    Ok(value) => {
-                        health.record(&target.id, now, true, &config.breaker);
-                        let fallback = !failures.is_empty();
-                        return Outcome::Answered { value, target: target.clone(), attempts, fallback };
+                Action::Send { target, retry, budget_ms } => {
+                    let target = machine.target(target);
+                    let result = attempt(target, outgoing.clone(), budget_ms).await;
+                    let error = result.as_ref().err().cloned();
+                    let next = machine.on_outcome(host.now_ms(), result, host.random_u64());
+                    let changed = machine.changed();
+                    if let Some(error) = error.filter(|_| changed.failed) {
+                        self.log_attempt(target, &error, retry);
                     }
-                    Err(error) if !error.retryable() => {
-                        // The target worked; the request was at fault.
-                        health.record(&target.id, now, true, &config.breaker);
-                        return Outcome::ClientError { error, attempts };
-                    }
-                    Err(error) => error,
-                };
-                self.log_attempt(target, &error, retry);
-                if health.record(&target.id, now, false, &config.breaker) {
-                    self.log("warn", "breaker_opened", json!({"target": target.id}));
-                    self.share_health(&target.id, false);
-                }
-                let code = error.code();
-                let retry_after = match &error {
-                    UpstreamError::RateLimited { retry_after_ms } => {
-                        let cooldown = retry_after_ms.unwrap_or(config.retry.default_cooldown_ms);
-                        health.cool_down(&target.id, now.saturating_add(cooldown));
+                    if changed.breaker_opened {
+                        self.log("warn", "breaker_opened", json!({"target": target.id}));
                         self.share_health(&target.id, false);
-                        failures.push(Failure { target: target.id.clone(), code });
-                        last = Some(error);
-                        continue 'targets;
                     }
-                    UpstreamError::Server { retry_after_ms, .. } => *retry_after_ms,
-                    _ => None,
-                };
-                last = Some(error);
-                match config.retry.next(retry, retry_after, host.random_u64()) {
-                    Next::RetryAfter { ms } if now.saturating_add(ms) < deadline => {
-                        host.sleep_ms(ms).await;
-                        retry += 1;
-                        if health.admit(&target.id, host.now_ms(), &config.breaker).is_err() {
-                            failures.push(Failure { target: target.id.clone(), code });
-                            continue 'targets;
-                        }
+                    if changed.cooled_down {
+                        self.share_health(&target.id, false);
                     }
-                    _ => {
-                        failures.push(Failure { target: target.id.clone(), code });
-                        continue 'targets;
-                    }
+                    next
                 }
-            }
+                Action::Sleep { ms } => {
+                    host.sleep_ms(ms).await;
+                    machine.on_wake(host.now_ms())
+                }
+                Action::Done(outcome) => return outcome,
+            };
         }
-        if !unsupported.is_empty() && unsupported.len() == failures.len() {
-            return Outcome::Unsupported(unsupported);
-        }
-        let now = host.now_ms();
-        // Only when every target is resting (rate limited, cooling down, breaker open) is there a
-        // time to come back: when the first of them is back.
-        let resting = |code: &str| matches!(code, "cooling_down" | "circuit_open" | "upstream_rate_limited");
-        if !failures.iter().all(|f| resting(f.code)) {
-            return Outcome::AllFailed { failures, last, attempts, retry_after_ms: None };
-        }
-        let retry_after_ms = targets
-            .iter()
-            .map(|t| health.shared(&t.id, false))
-            .map(|s| s.cooldown_until_ms.max(s.open_until_ms).saturating_sub(now))
-            .filter(|ms| *ms > 0)
-            .min();
-        Outcome::AllFailed { failures, last, attempts, retry_after_ms }
     }
 
     fn log_attempt(&self, target: &Target, error: &UpstreamError, retry: u32) {

@@ -140,12 +140,15 @@ fn fallback_on_429(ctx: &Ctx) {
 fn fallback_on_stall(ctx: &Ctx) {
     let s = ctx.routed;
     s.fake().add_rule(&model_in_body("r3-primary"), json!([{"kind": "ok", "delay_ms": 15000}]), true);
+    let m = marker("rstall");
     let started = Instant::now();
-    let r = chat_a(s, &ask("r-stall", &marker("rstall")));
+    let r = chat_a(s, &ask("r-stall", &m));
     let elapsed = started.elapsed();
     assert_eq!((r.status, header(&r, "x-provider")), (200, "r3-secondary"));
-    // Two attempts of 1 s on the primary (one retry), then the secondary.
-    assert!(elapsed >= Duration::from_millis(1_900) && elapsed < Duration::from_secs(5), "{elapsed:?}");
+    // One attempt of 1 s on the primary (a stall is not retried while a fallback remains), then
+    // the secondary; two stalls and a backoff would take 2 s or more.
+    assert_eq!((s.fake().calls(&m), header(&r, "x-attempts")), (2, "2"), "no second stall");
+    assert!(elapsed >= Duration::from_millis(900) && elapsed < Duration::from_millis(1_900), "{elapsed:?}");
 }
 
 fn fallback_on_rejected_key(ctx: &Ctx) {

@@ -1,7 +1,9 @@
 //! Shared pieces of the host tests: fixtures, a configured in-memory host, and request helpers.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use llm_edge_cache::config::Config;
@@ -217,4 +219,51 @@ pub fn target(kind: ProviderKind, model: &str) -> Target {
 /// The JSON body of a request the gateway built.
 pub fn wire(req: &http::Request<Bytes>) -> Value {
     serde_json::from_slice(req.body()).expect("JSON body")
+}
+
+/// Translating targets of routing tests.
+pub const ANTHROPIC: &str = "http://anthropic.test/v1";
+pub const GEMINI: &str = "http://gemini.test/v1beta";
+
+/// `ROUTES` sending `gpt-4o` to `targets`.
+pub fn routes(targets: Value) -> String {
+    json!({"gpt-4o": targets}).to_string()
+}
+
+/// `primary`, then `secondary` as a fallback: two OpenAI-compatible targets with their own keys.
+pub fn two_targets() -> String {
+    routes(json!([
+        {"provider": "openai-compatible", "id": "primary", "base_url": PRIMARY, "model": "p-model", "key": "PRIMARY_KEY"},
+        {"provider": "openai-compatible", "id": "secondary", "base_url": SECONDARY, "model": "s-model", "key": "SECONDARY_KEY", "priority": 1}
+    ]))
+}
+
+/// A gateway with these `ROUTES`, the keys they name, and `extra` settings.
+pub fn world(routes: &str, extra: &[(&str, &str)]) -> World {
+    let mut vars = vec![
+        ("ROUTES", routes),
+        ("PRIMARY_KEY", "sk-primary"),
+        ("SECONDARY_KEY", "sk-secondary"),
+        ("ANTHROPIC_KEY", "sk-ant-key"),
+        ("GEMINI_KEY", "gemini-key"),
+    ];
+    vars.extend_from_slice(extra);
+    World::with_config(config_with(&vars))
+}
+
+/// Answers with the given scripts in turn, then with OK; counts calls.
+pub fn scripted(w: &World, prefix: &str, scripts: Vec<Scripted>) -> Rc<RefCell<usize>> {
+    let calls = Rc::new(RefCell::new(0usize));
+    let queue = RefCell::new(scripts.into_iter().collect::<VecDeque<_>>());
+    let (c, name) = (calls.clone(), prefix.to_owned());
+    w.host.route(prefix, move |_| {
+        *c.borrow_mut() += 1;
+        queue.borrow_mut().pop_front().unwrap_or_else(|| ok(&name))
+    });
+    calls
+}
+
+/// A non-streaming `gpt-4o` request with this content.
+pub fn ask(w: &World, content: &str) -> Reply {
+    w.chat(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": content}]}).to_string(), &[])
 }
