@@ -1,7 +1,7 @@
 //! What clients see on the real runtime: the bad-input matrix from `fixtures/bad_input.json`
 //! (the same cases the host tests run), CORS, `/v1/models`, `/healthz`, request ids.
 
-use devstack::stack::{KEY_A, UPSTASH_TOKEN, UPSTREAM_KEY};
+use devstack::stack::KEY_A;
 use devstack::HttpRequest;
 
 use crate::client::*;
@@ -55,7 +55,23 @@ fn cors(ctx: &Ctx) {
     let r = chat(s, KEY_A, &body(&m), &[("origin", "https://app.example")]);
     assert_eq!(r.status, 200);
     assert_eq!(header(&r, "access-control-allow-origin"), "https://app.example");
-    assert!(header(&r, "access-control-expose-headers").contains("x-cache"));
+    let exposed = header(&r, "access-control-expose-headers");
+    // Every response header the README documents is readable by the page.
+    for name in [
+        "cache-status",
+        "x-cache",
+        "x-cache-tier",
+        "age",
+        "x-request-id",
+        "x-provider",
+        "x-attempts",
+        "x-fallback",
+        "x-cache-stale-reason",
+        "server-timing",
+        "retry-after",
+    ] {
+        assert!(exposed.split(", ").any(|h| h == name), "{name} is not exposed: {exposed}");
+    }
     let other = chat(s, KEY_A, &body(&m), &[("origin", "https://evil.example")]);
     assert_eq!(other.header("access-control-allow-origin"), None);
 }
@@ -77,14 +93,7 @@ fn models_and_healthz(ctx: &Ctx) {
 
     let health = HttpRequest::get(&format!("{}/healthz", s.url())).send().expect("healthz");
     assert_eq!(health.status, 200);
-    let h = json_of(&health);
-    assert_eq!(h["status"], "ok", "{h}");
-    assert_eq!(h["tiers"]["edge_kv"]["state"], "ok");
-    assert_eq!(h["tiers"]["redis"]["state"], "ok");
-    let text = health.text();
-    for secret in [UPSTASH_TOKEN, UPSTREAM_KEY, KEY_A, "127.0.0.1"] {
-        assert!(!text.contains(secret), "{secret} in {text}");
-    }
+    assert_eq!(json_of(&health), serde_json::json!({"status": "ok"}), "liveness only: nothing for strangers");
 }
 
 fn request_ids(ctx: &Ctx) {

@@ -9,6 +9,8 @@
 //! Each scenario runs once per host (`Host`), so a second host is a new variant, not a copy.
 
 #[cfg(not(target_arch = "wasm32"))]
+mod admin;
+#[cfg(not(target_arch = "wasm32"))]
 mod cache;
 #[cfg(not(target_arch = "wasm32"))]
 mod client;

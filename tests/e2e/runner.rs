@@ -95,6 +95,7 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(crate::upstream::scenarios());
     all.extend(crate::input::scenarios());
     all.extend(crate::routing::scenarios());
+    all.extend(crate::admin::scenarios());
     all
 }
 

@@ -1,9 +1,12 @@
 //! The Spin HTTP handler: converts the WASIp3 request to `http::Request<Body>`, runs the
 //! gateway, and converts the answer back; streaming bodies stay streams (spin-sdk sends the
-//! body after the handler returns). The configuration is read on every request: a Spin
-//! instance serves one request, so there is nothing to keep it in.
+//! body after the handler returns). The configuration is read once per instance (Spin 4 reuses
+//! an instance for many requests, several at once; variables cannot change while it lives) and
+//! its problems are logged then.
 
+use std::cell::OnceCell;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -13,7 +16,7 @@ use spin_sdk::http::{IntoResponse, Request};
 
 use super::vars::SpinVars;
 use super::SpinHost;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::gateway;
 use crate::ports::{Body, BodyError};
 
@@ -34,11 +37,30 @@ impl http_body::Body for OutBody {
     }
 }
 
+thread_local! {
+    static CONFIG: OnceCell<Rc<Result<Config, ConfigError>>> = const { OnceCell::new() };
+}
+
+/// This instance's configuration, read on its first request. Requests that start together
+/// before it is set each read it; the first to finish keeps its copy (they are equal).
+async fn config(host: &SpinHost) -> Rc<Result<Config, ConfigError>> {
+    if let Some(config) = CONFIG.with(|cell| cell.get().cloned()) {
+        return config;
+    }
+    let vars = SpinVars::load().await;
+    let config = Rc::new(Config::from_vars(&vars));
+    CONFIG.with(|cell| {
+        if cell.set(config.clone()).is_ok() {
+            gateway::report_config(host, config.as_ref().as_ref());
+        }
+        cell.get().cloned().unwrap_or(config)
+    })
+}
+
 #[spin_sdk::http_service]
 async fn handle(request: Request) -> impl IntoResponse {
     let host = SpinHost::default();
-    let vars = SpinVars::load().await;
-    let config = Config::from_vars(&vars);
+    let config = config(&host).await;
     let (parts, body) = request.into_parts();
     let body = http_body_util::BodyStream::new(body).filter_map(|frame| async move {
         match frame {
@@ -47,7 +69,14 @@ async fn handle(request: Request) -> impl IntoResponse {
         }
     });
     let request = http::Request::from_parts(parts, Body::Stream(Box::pin(body)));
-    let response = gateway::handle(&host, config.as_ref(), request).await;
-    let (parts, body) = response.into_parts();
+    let response = gateway::handle(&host, config.as_ref().as_ref(), request).await;
+    let (mut parts, body) = response.into_parts();
+    // An answer already in memory goes out with its length and as one frame, so the host can
+    // write head and body together (Spin's server does not set TCP_NODELAY: every extra small
+    // write on a keep-alive connection can wait for a delayed ACK).
+    let bodiless = parts.status == http::StatusCode::NO_CONTENT || parts.status == http::StatusCode::NOT_MODIFIED;
+    if let (Body::Full(bytes), false) = (&body, bodiless) {
+        parts.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+    }
     http::Response::from_parts(parts, OutBody(body))
 }

@@ -11,7 +11,9 @@ use crate::ports::{Body, BodyError, Http, PortError};
 
 impl Http for SpinHost {
     async fn fetch(&self, request: http::Request<Bytes>) -> Result<http::Response<Body>, PortError> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        // With its length and in one piece: see entry.rs on small writes and TCP_NODELAY.
+        parts.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
         let request = http::Request::from_parts(parts, http_body_util::Full::new(body));
         let response = spin_sdk::http::send(request).await.map_err(|e| PortError::Unavailable(e.to_string()))?;
         let (parts, body) = response.into_parts();

@@ -13,6 +13,8 @@ use crate::worker::{WorkerError, WorkerProcess};
 pub const KEY_A: &str = "sk-local-tenant-a";
 pub const KEY_B: &str = "sk-local-tenant-b";
 pub const UPSTASH_TOKEN: &str = "local-upstash-token";
+/// The admin key of the local and test deployments (`ADMIN_KEYS`).
+pub const ADMIN_KEY: &str = "adm-local-operator-key";
 /// The key the fake upstream expects, so tests can check it is sent and never echoed.
 pub const UPSTREAM_KEY: &str = "sk-fake-upstream-key";
 
@@ -133,6 +135,7 @@ impl Stack {
         let fake_url = upstream.as_ref().map(UpstreamHandle::url).unwrap_or_default();
         let mut vars: Vec<(String, String)> = [
             ("GATEWAY_KEYS", format!(r#"{{"{KEY_A}":"tenant-a","{KEY_B}":"tenant-b"}}"#)),
+            ("ADMIN_KEYS", format!(r#"{{"{ADMIN_KEY}":"local-operator"}}"#)),
             ("UPSTREAM_BASE_URL", base_url),
             ("OPENAI_API_KEY", api_key),
             ("UPSTASH_REDIS_REST_URL", upstash.url()),

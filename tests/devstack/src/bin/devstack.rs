@@ -5,7 +5,7 @@
 
 use anyhow::Context as _;
 use devstack::cli::parse_flags;
-use devstack::stack::{HostKind, Stack, StackOptions, Upstream, KEY_A};
+use devstack::stack::{HostKind, Stack, StackOptions, Upstream, ADMIN_KEY, KEY_A};
 
 const USAGE: &str = "usage: devstack up [--port 8787] [--host cloudflare|spin]";
 
@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
 llm-edge-cache is running at {url}
   host: {runtime}   tier 1: its local KV   tier 2: redis-server via Upstash REST at {upstash}
   upstream: {upstream}
-  gateway key: {KEY_A}
+  gateway key: {KEY_A}   admin key: {ADMIN_KEY}
 
 Try it (run twice: the second answer says x-cache: HIT):
   curl -si {url}/v1/chat/completions \
@@ -53,7 +53,9 @@ With the OpenAI SDK (Python):
       model="gpt-4o-mini", messages=[{{"role": "user", "content": "Say hello"}}])
   print(r.headers.get("x-cache"), r.parse().choices[0].message.content)
 
-Health: curl -s {url}/healthz      Stop: Ctrl-C
+Health: curl -s {url}/healthz
+Details (admin): curl -s {url}/admin/health -H 'authorization: Bearer {ADMIN_KEY}'
+Stop: Ctrl-C
 "#,
         upstash = stack.upstash.url(),
         upstream = if real {
