@@ -2,11 +2,15 @@
 //! classify the provider's answer. They only translate: building a request and reading a response
 //! are pure functions, and only the gateway sends. Every successful answer leaves here as an
 //! OpenAI chat completion, so the cache holds one format whichever provider answered.
+//!
+//! Streams: `sse` reads server-sent events, `stream` translates other providers' streams into
+//! OpenAI chunks.
 
 pub mod anthropic;
 pub mod content;
 pub mod gemini;
 pub mod openai;
+pub mod sse;
 pub mod stream;
 
 use bytes::Bytes;
