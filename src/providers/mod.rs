@@ -4,9 +4,10 @@
 //! OpenAI chat completion, so the cache holds one format whichever provider answered.
 //!
 //! Streams: `sse` reads server-sent events, `stream` translates other providers' streams into
-//! OpenAI chunks.
+//! OpenAI chunks, and `assemble` turns a chunk stream into the completion one cache entry holds.
 
 pub mod anthropic;
+pub mod assemble;
 pub mod content;
 pub mod gemini;
 pub mod openai;
