@@ -4,13 +4,15 @@
 //! OpenAI chat completion, so the cache holds one format whichever provider answered.
 //!
 //! Streams: `sse` reads server-sent events, `stream` translates other providers' streams into
-//! OpenAI chunks, and `assemble` turns a chunk stream into the completion one cache entry holds.
+//! OpenAI chunks, `assemble` turns a chunk stream into the completion one cache entry holds, and
+//! `replay` turns a stored completion back into a chunk stream.
 
 pub mod anthropic;
 pub mod assemble;
 pub mod content;
 pub mod gemini;
 pub mod openai;
+pub mod replay;
 pub mod sse;
 pub mod stream;
 
