@@ -2,11 +2,18 @@
 //! classify the provider's answer. They only translate: building a request and reading a response
 //! are pure functions, and only the gateway sends. Every successful answer leaves here as an
 //! OpenAI chat completion, so the cache holds one format whichever provider answered.
+//!
+//! Streams: `sse` reads server-sent events, `stream` translates other providers' streams into
+//! OpenAI chunks, `assemble` turns a chunk stream into the completion one cache entry holds, and
+//! `replay` turns a stored completion back into a chunk stream.
 
 pub mod anthropic;
+pub mod assemble;
 pub mod content;
 pub mod gemini;
 pub mod openai;
+pub mod replay;
+pub mod sse;
 pub mod stream;
 
 use bytes::Bytes;

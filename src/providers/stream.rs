@@ -3,16 +3,23 @@
 //! byte chunks in whatever pieces the network delivers; no IO, no clock.
 //!
 //! A stream that ends before the provider said it was complete is an error, never a made-up
-//! `[DONE]`: the client must be able to tell a cut stream from a finished one.
+//! `[DONE]`: the client must be able to tell a cut stream from a finished one. Events are read by
+//! `sse::SseParser`, so the work is linear in the stream and one event is bounded by
+//! [`MAX_PROVIDER_EVENT_BYTES`].
 
 use serde_json::{json, Value};
 
+use crate::providers::sse::SseParser;
 use crate::providers::{anthropic, gemini};
 use crate::routing::table::{ProviderKind, Target};
 
+/// The largest provider event read (one line, or one event's data). A Gemini chunk carries whole
+/// parts, so this is far above any text or tool call a chunk holds; over it the stream is an error.
+pub const MAX_PROVIDER_EVENT_BYTES: usize = 4 << 20;
+
 pub struct SseTranslator {
     kind: ProviderKind,
-    buf: Vec<u8>,
+    parser: SseParser,
     id: String,
     model: String,
     created_s: u64,
@@ -32,7 +39,7 @@ impl SseTranslator {
             ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => None,
             kind => Some(SseTranslator {
                 kind,
-                buf: Vec::new(),
+                parser: SseParser::new(MAX_PROVIDER_EVENT_BYTES),
                 id: format!("chatcmpl-{created_s}"),
                 model: model.to_owned(),
                 created_s,
@@ -48,31 +55,26 @@ impl SseTranslator {
 
     /// Translates the complete events in what has arrived so far.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
-        self.buf.extend_from_slice(chunk);
+        let events = self.parser.push(chunk).map_err(|e| format!("provider sent an unreadable stream: {e}"))?;
         let mut out = Vec::new();
-        while let Some((end, sep)) = find_event_end(&self.buf) {
-            let event: Vec<u8> = self.buf.drain(..end + sep).take(end).collect();
-            let text = String::from_utf8_lossy(&event);
-            let mut name = None;
-            let mut data = String::new();
-            for line in text.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    name = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                }
-            }
-            if data.is_empty() {
+        for event in events {
+            if event.data.is_empty() {
                 continue;
             }
             let value: Value =
-                serde_json::from_str(&data).map_err(|e| format!("provider sent an unreadable event: {e}"))?;
+                serde_json::from_str(&event.data).map_err(|e| format!("provider sent an unreadable event: {e}"))?;
             match self.kind {
-                ProviderKind::Anthropic => self.anthropic(name.as_deref(), &value, &mut out)?,
+                ProviderKind::Anthropic => self.anthropic(event.event.as_deref().map(str::trim), &value, &mut out)?,
                 _ => self.gemini(&value, &mut out)?,
             }
         }
         Ok(out)
+    }
+
+    /// Whether the provider's own terminal event has been seen (Anthropic `message_stop`, Gemini's
+    /// final `finishReason` or a blocked prompt): from then on the answer is complete.
+    pub fn provider_finished(&self) -> bool {
+        self.finished
     }
 
     /// Called when the provider's stream ends: `[DONE]` if it had finished, an error if not.
@@ -217,15 +219,5 @@ impl SseTranslator {
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(&serde_json::to_vec(&chunk).expect("JSON serializes"));
         out.extend_from_slice(b"\n\n");
-    }
-}
-
-/// The end of the first complete event in `buf` and the length of its separator.
-fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
     }
 }
