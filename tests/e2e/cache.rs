@@ -184,7 +184,7 @@ fn over_kv_limit(ctx: &Ctx) {
         (header(&r, "x-cache-tier") == expected_tier).then_some(r)
     });
     assert_eq!(header(&settled, "x-cache"), "HIT");
-    let health = json_of(&devstack::HttpRequest::get(&format!("{}/healthz", s.url())).send().expect("healthz"));
+    let health = admin_health(&s);
     let skipped = health["not_stored"]["edge_kv_too_large"].as_u64().expect("a count");
     match ctx.host {
         Host::Cloudflare => assert_eq!(skipped, 0, "{health}"),

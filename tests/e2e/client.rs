@@ -88,6 +88,21 @@ pub fn key_of(tenant: &str, body: &str) -> CacheKey {
     CacheKey::chat(tenant, "", &ChatRequest::parse(body.as_bytes()).expect("valid request"))
 }
 
+/// The detailed health view (`/admin/health`, with the stack's admin key).
+pub fn admin_health(stack: &Stack) -> Value {
+    let r = devstack::HttpRequest::get(&format!("{}/admin/health", stack.url()))
+        .header("authorization", &format!("Bearer {}", devstack::stack::ADMIN_KEY))
+        .send()
+        .expect("admin health");
+    assert_eq!(r.status, 200, "{}", r.text());
+    json_of(&r)
+}
+
+/// The gateway's own log lines (JSON), without what the runtime prints around them.
+pub fn gateway_log(stack: &Stack) -> String {
+    stack.worker.log().lines().filter(|l| l.trim_start().starts_with('{')).collect::<Vec<_>>().join("\n")
+}
+
 /// Runs one command on the stack's Redis through the Upstash REST endpoint.
 pub fn redis(stack: &Stack, command: Value) -> Value {
     let r = HttpRequest::post(&stack.upstash.url())

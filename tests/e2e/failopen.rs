@@ -37,9 +37,7 @@ fn redis_stopped(ctx: &Ctx) {
     assert!(started.elapsed() < Duration::from_secs(3), "a dead Redis must not hold the request");
     // Tier 1 still answers what it has.
     assert_eq!(header(&chat_a(&s, &b_before), "x-cache-tier"), "edge-kv");
-    let health = devstack::HttpRequest::get(&format!("{}/healthz", s.url())).send().expect("healthz");
-    assert_eq!(health.status, 200);
-    let h = json_of(&health);
+    let h = admin_health(&s);
     assert_eq!((h["status"].as_str(), h["tiers"]["redis"]["state"].as_str()), (Some("degraded"), Some("down")));
     eventually(Duration::from_secs(10), "the failed Redis write to be logged", || {
         s.worker.log().contains("\"event\":\"store_error\"").then_some(())

@@ -121,9 +121,9 @@ impl WorkerProcess {
     }
 }
 
-/// Keys, tokens and the gateway key map are secrets.
+/// Keys, tokens and the key maps (gateway and admin) are secrets.
 fn is_secret(name: &str) -> bool {
-    name == "GATEWAY_KEYS" || name.ends_with("_KEY") || name.ends_with("_TOKEN")
+    name.ends_with("_KEYS") || name.ends_with("_KEY") || name.ends_with("_TOKEN")
 }
 
 fn wrangler_toml(shim: &Path, vars: &[(String, String)]) -> String {
