@@ -1,8 +1,8 @@
 //! A cache entry: the answer exactly as the provider sent it, with the times that decide whether it
-//! may be served. Encoded as MessagePack with named fields and a format version checked first.
-//!
-//! Expiry is decided here, on read, from the entry's own times: Spin KV has no TTL and Workers KV
-//! TTLs have a 60 s minimum, so a store's expiry is only a clean-up, never the source of truth.
+//! may be served (`cache::verdict` reads them, on every read: Spin KV has no TTL and Workers KV
+//! TTLs have a 60 s minimum, so a store's expiry is only a clean-up, never the source of truth).
+//! Encoded as MessagePack with named fields and a format version checked first; `encoded_len`
+//! says how large the encoding is without making it.
 
 use serde::{Deserialize, Serialize};
 
@@ -42,17 +42,6 @@ pub enum EntryError {
     BadTimes,
 }
 
-/// Whether an entry may answer at `now`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Freshness {
-    /// Serve it; `ttl_s` is the remaining freshness.
-    Fresh { ttl_s: u64 },
-    /// Past freshness but inside the stale window: only for when no provider can answer.
-    Stale { stale_for_s: u64 },
-    /// Past the stale window: as good as absent.
-    Expired,
-}
-
 impl Entry {
     /// A new entry created at `now_ms`, fresh for `fresh_s` and then stale for `stale_s`.
     pub fn new(now_ms: u64, fresh_s: u64, stale_s: u64, provider: &str, model: &str, body: Vec<u8>) -> Entry {
@@ -72,6 +61,14 @@ impl Entry {
         rmp_serde::to_vec_named(self).expect("an entry of plain fields always encodes")
     }
 
+    /// The exact length of `encode()`, found without copying the body (what the size limits of
+    /// `cache::fit` are checked against).
+    pub fn encoded_len(&self) -> usize {
+        let mut counter = Counter(0);
+        rmp_serde::encode::write_named(&mut counter, self).expect("an entry of plain fields always encodes");
+        counter.0
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Entry, EntryError> {
         let header: Header = rmp_serde::from_slice(bytes).map_err(|e| EntryError::Malformed(e.to_string()))?;
         if header.format != ENTRY_FORMAT {
@@ -89,23 +86,22 @@ impl Entry {
         Ok(entry)
     }
 
-    pub fn freshness(&self, now_ms: u64) -> Freshness {
-        if now_ms < self.fresh_until_ms {
-            Freshness::Fresh { ttl_s: (self.fresh_until_ms - now_ms) / 1000 }
-        } else if now_ms < self.stale_until_ms {
-            Freshness::Stale { stale_for_s: (now_ms - self.fresh_until_ms) / 1000 }
-        } else {
-            Freshness::Expired
-        }
-    }
-
     /// Whole seconds since the answer was produced (the `Age` header).
     pub fn age_s(&self, now_ms: u64) -> u64 {
         now_ms.saturating_sub(self.created_ms) / 1000
     }
+}
 
-    /// Seconds until the entry is useless even as a stale answer: what a store's own TTL is set to.
-    pub fn store_ttl_s(&self, now_ms: u64) -> u64 {
-        self.stale_until_ms.saturating_sub(now_ms).div_ceil(1000)
+/// Counts what would be written.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

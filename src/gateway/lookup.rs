@@ -1,15 +1,14 @@
 //! The tier lookup of one request: tier 1 (edge KV), then tier 2 (Redis) when tier 1 has no fresh
-//! hit. Records each tier's outcome for `Cache-Status`, keeps a stale entry for stale-if-error,
-//! deletes an expired one where the store has no TTL, and copies a tier-2 hit to tier 1 after
-//! the response.
-
-use serde_json::json;
+//! hit. What each tier found is judged by `cache::decide`; this module only performs the verdict
+//! (keep a stale entry for stale-if-error, delete an expired one where the store has no TTL),
+//! records it for `Cache-Status`, and copies a tier-2 hit to tier 1 after the response.
 
 use super::{Exchange, WRITE_TIMEOUT_MS};
-use crate::cache::entry::{Entry, Freshness};
+use crate::cache::entry::Entry;
 use crate::cache::key::CacheKey;
 use crate::cache::policy::Policy;
 use crate::cache::status::{CacheReport, Lookup};
+use crate::cache::verdict::{self, Verdict};
 use crate::error::{StoreError, Tier};
 use crate::ports::Host;
 use crate::stores::{kv, redis::Redis};
@@ -47,7 +46,8 @@ impl<H: Host> Exchange<'_, H> {
         found
     }
 
-    /// Records what one tier's read found; true on a fresh hit (then in `found.hit`).
+    /// Records what one tier's read found and performs the verdict; true on a fresh hit (then in
+    /// `found.hit`).
     fn judge(
         &self,
         tier: Tier,
@@ -57,62 +57,47 @@ impl<H: Host> Exchange<'_, H> {
         report: &mut CacheReport,
         found: &mut Found,
     ) -> bool {
-        let now = self.host.now_ms();
         let status = report.tier_mut(tier);
         let entry = match read {
-            Ok(Some(entry)) => entry,
-            Ok(None) => {
-                status.lookup = Lookup::Miss;
-                return false;
-            }
+            Ok(entry) => entry,
             Err(e) => {
                 status.lookup = Lookup::Failed { detail: e.kind.word() };
-                self.log("warn", "store_error", json!({"tier": tier.as_str(), "op": e.op, "kind": e.kind.word(), "detail": e.kind.to_string(), "retryable": e.kind.retryable()}));
+                super::writes::log_store_error(self.host, self.request_id, &e);
                 return false;
             }
         };
-        match entry.freshness(now) {
-            Freshness::Fresh { ttl_s } if policy.accepts_age(entry.age_s(now)) => {
-                status.lookup = Lookup::Hit { ttl_s };
+        let verdict = crate::cache::decide(entry.as_ref(), policy, self.host.now_ms());
+        status.lookup = verdict.lookup();
+        match (verdict, entry) {
+            (Verdict::Hit { .. }, Some(entry)) => {
                 found.hit = Some((tier, entry));
-                true
+                return true;
             }
-            Freshness::Fresh { .. } => {
-                // Fresh, but older than the client's max-age: the client refuses it outright.
-                status.lookup = Lookup::Stale;
-                false
+            (Verdict::StaleIfError, Some(entry))
+                if verdict::prefer_stale(found.stale.as_ref().map(|(_, kept)| kept), &entry) =>
+            {
+                found.stale = Some((tier, entry));
             }
-            Freshness::Stale { .. } => {
-                status.lookup = Lookup::Stale;
-                // A client that set max-age accepts nothing older, not even on error.
-                let keep = policy.max_age_s.is_none()
-                    && found.stale.as_ref().is_none_or(|(_, kept)| kept.created_ms < entry.created_ms);
-                if keep {
-                    found.stale = Some((tier, entry));
-                }
-                false
+            (Verdict::Expired, _) if tier == Tier::EdgeKv && self.host.kv_limits().min_ttl_seconds.is_none() => {
+                // The store has no TTL of its own (Spin): delete what expired, after the response.
+                let (host, key) = (self.host.clone(), key.clone());
+                self.host.spawn_background(Box::pin(async move {
+                    let _ = kv::delete(&host, &key, WRITE_TIMEOUT_MS).await;
+                }));
             }
-            Freshness::Expired => {
-                status.lookup = Lookup::Miss;
-                if tier == Tier::EdgeKv && self.host.kv_limits().min_ttl_seconds.is_none() {
-                    // The store has no TTL of its own (Spin): delete what expired, after the response.
-                    let (host, key) = (self.host.clone(), key.clone());
-                    self.host.spawn_background(Box::pin(async move {
-                        let _ = kv::delete(&host, &key, WRITE_TIMEOUT_MS).await;
-                    }));
-                }
-                false
-            }
+            _ => {}
         }
+        false
     }
 
-    /// Tier 1 missed a tier-2 hit: copy it there, after the response, unless it cannot fit (its
-    /// first write was already refused and counted; every hit would retry).
+    /// Copies a tier-2 hit to tier 1 after the response, when the request allows writes and the
+    /// entry fits there (else its first write was already refused and counted; every hit would
+    /// retry it).
     fn backfill(&self, key: &CacheKey, found: &Found, policy: &Policy, report: &mut CacheReport) {
         let Some((_, entry)) = &found.hit else { return };
-        let fits = entry.body.len() + 512 <= self.host.kv_limits().max_value_bytes;
-        if policy.write && fits {
-            report.kv.stored = true;
+        let fits = self.fits_tier(Tier::EdgeKv, entry.encoded_len(), key).is_ok();
+        report.kv.stored = policy.write && fits;
+        if report.kv.stored {
             self.write_back(key.clone(), entry.clone(), true, false);
         }
     }

@@ -8,7 +8,8 @@ use http::{HeaderMap, Response, StatusCode};
 
 use crate::api::envelope::error_body;
 use crate::cache::entry::Entry;
-use crate::cache::status::{CacheReport, Lookup, Served};
+use crate::cache::status::{CacheReport, Served};
+use crate::cache::verdict;
 use crate::config::Cors;
 use crate::error::{ApiError, Tier};
 use crate::ports::{Body, Random};
@@ -100,8 +101,7 @@ pub fn hit(tier: Tier, entry: Entry, mut report: CacheReport, now_ms: u64) -> Re
 
 /// A stale entry from `tier` answering because no provider could (`reason`: the failure's code).
 pub fn stale(tier: Tier, entry: Entry, mut report: CacheReport, now_ms: u64, reason: &str) -> Response<Body> {
-    let past_s = now_ms.saturating_sub(entry.fresh_until_ms) / 1000;
-    report.tier_mut(tier).lookup = Lookup::ServedStale { past_s };
+    report.tier_mut(tier).lookup = verdict::served_stale(&entry, now_ms);
     report.served = Served::Stale(tier);
     let mut response = cached(entry, &report, now_ms);
     set(response.headers_mut(), "x-cache-stale-reason", reason);

@@ -1,10 +1,13 @@
 //! Tier 1: entries in the host's edge key-value store, through the `Kv` port.
 //!
 //! Limits of the store (key and value size, the shortest TTL it accepts) come from the port and
-//! are checked before a write, so an oversize entry is skipped and reported, never sent.
+//! are checked before a write (the value's through `cache::fit`, as the gateway checked it), so an
+//! oversize entry is skipped and reported, never sent.
 
 use crate::cache::entry::Entry;
+use crate::cache::fit::{self, Place};
 use crate::cache::key::CacheKey;
+use crate::cache::verdict;
 use crate::error::{StoreError, StoreErrorKind, Tier};
 use crate::ports::{with_timeout, Clock, Kv};
 
@@ -37,10 +40,10 @@ pub async fn put<H: Kv + Clock>(
     if key.as_str().len() > limits.max_key_bytes {
         return Err(err("put", StoreErrorKind::TooLarge { size: key.as_str().len(), limit: limits.max_key_bytes }));
     }
-    if encoded.len() > limits.max_value_bytes {
-        return Err(err("put", StoreErrorKind::TooLarge { size: encoded.len(), limit: limits.max_value_bytes }));
+    if let Err(e) = fit::fits(encoded.len(), Place::EdgeKv(limits)) {
+        return Err(err("put", StoreErrorKind::TooLarge { size: e.size, limit: e.limit }));
     }
-    let ttl = limits.min_ttl_seconds.map(|min| entry.store_ttl_s(host.now_ms()).max(min));
+    let ttl = limits.min_ttl_seconds.map(|min| verdict::store_ttl_ms(entry, host.now_ms()).div_ceil(1000).max(min));
     match with_timeout(host, timeout_ms, host.kv_put(key.as_str(), encoded, ttl)).await {
         None => Err(err("put", StoreErrorKind::Timeout)),
         Some(Err(e)) => Err(err("put", StoreErrorKind::Unavailable(e.to_string()))),

@@ -18,11 +18,12 @@ use serde_json::Value;
 
 use crate::api::json_type_name;
 use crate::cache::entry::Entry;
+use crate::cache::fit::{self, Place};
 use crate::cache::key::CacheKey;
 use crate::config::UpstashConfig;
 use crate::error::{StoreError, StoreErrorKind, Tier};
 use crate::ports::{Clock, Http};
-use crate::stores::upstash::{Upstash, MAX_REQUEST_BYTES};
+use crate::stores::upstash::Upstash;
 
 /// The prefix when `DEPLOYMENT_PREFIX` is unset (the key layout of earlier releases).
 pub const DEFAULT_PREFIX: &str = "llmc1";
@@ -68,9 +69,7 @@ impl<'a> Redis<'a> {
         key: &CacheKey,
         max_entry_bytes: usize,
     ) -> Result<Option<Entry>, StoreError> {
-        // base64 grows a value by 4/3; the reply envelope and the entry's own fields (times,
-        // provider, model) come on top of the answer that MAX_ENTRY_BYTES bounds.
-        let limit = max_entry_bytes / 3 * 4 + (64 << 10);
+        let limit = fit::redis_reply_limit(max_entry_bytes);
         let redis_key = entry_key(self.prefix(), key);
         let result = self.rest.command(host, "get", &["GET", &redis_key], limit, self.config.timeout_ms).await?;
         match result {
@@ -95,10 +94,10 @@ impl<'a> Redis<'a> {
         timeout_ms: u64,
     ) -> Result<(), StoreError> {
         let redis_key = entry_key(self.prefix(), key);
-        let b64 = B64.encode(encoded);
-        if b64.len() + redis_key.len() + 64 > MAX_REQUEST_BYTES {
-            return Err(err("put", StoreErrorKind::TooLarge { size: encoded.len(), limit: MAX_REQUEST_BYTES / 4 * 3 }));
+        if let Err(e) = fit::fits(encoded.len(), Place::Redis { key_bytes: redis_key.len() }) {
+            return Err(err("put", StoreErrorKind::TooLarge { size: e.size, limit: e.limit }));
         }
+        let b64 = B64.encode(encoded);
         let ttl = ttl_ms.max(1).to_string();
         let result = self.rest.command(host, "put", &["SET", &redis_key, &b64, "PX", &ttl], 1024, timeout_ms).await?;
         match result {
