@@ -288,8 +288,9 @@ impl<H: Host> Exchange<'_, H> {
                     self.log("info", "store_skipped", json!({"reason": reason.word(), "target": target.id}));
                     self.count(reason.word());
                 } else if policy.write {
+                    // The entry shares the answer's bytes; the client is served from them too.
                     let (now, fresh, stale) = (self.host.now_ms(), self.config.fresh_ttl_s, self.config.stale_ttl_s);
-                    let entry = Entry::new(now, fresh, stale, &target.id, &answer.model, answer.body.to_vec());
+                    let entry = Entry::new(now, fresh, stale, &target.id, &answer.model, answer.body.clone());
                     self.store(key, entry, &mut report);
                 }
                 let mut response = reply::json(StatusCode::OK, answer.body);

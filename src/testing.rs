@@ -173,9 +173,9 @@ impl Kv for MemHost {
         Ok(self.kv_raw(key))
     }
 
-    async fn kv_put(&self, key: &str, value: Vec<u8>, ttl_seconds: Option<u64>) -> Result<(), PortError> {
+    async fn kv_put(&self, key: &str, value: Bytes, ttl_seconds: Option<u64>) -> Result<(), PortError> {
         self.kv_wait().await?;
-        self.state.kv.borrow_mut().insert(key.to_owned(), (value, ttl_seconds));
+        self.state.kv.borrow_mut().insert(key.to_owned(), (value.to_vec(), ttl_seconds));
         Ok(())
     }
 

@@ -89,3 +89,12 @@ fn encoded_len_is_the_length_of_the_encoding() {
         assert_eq!(e.encoded_len(), e.encode().len(), "body of {size} bytes");
     }
 }
+
+#[test]
+fn a_shared_decode_keeps_the_body_in_the_stored_buffer() {
+    let stored = bytes::Bytes::from(entry().encode());
+    let decoded = Entry::decode_shared(stored.clone()).expect("decodes");
+    assert_eq!(decoded, entry());
+    let within = stored.as_ptr_range();
+    assert!(within.contains(&decoded.body.as_ptr()), "the body is a view into the stored bytes, not a copy");
+}

@@ -108,7 +108,8 @@ pub fn stale(tier: Tier, entry: Entry, mut report: CacheReport, now_ms: u64, rea
     response
 }
 
-/// An entry's answer: its body, its `Age`, its provider and the cache headers.
+/// An entry's answer: its body as stored (shared, not copied), its `Age`, its provider and the
+/// cache headers.
 fn cached(entry: Entry, report: &CacheReport, now_ms: u64) -> Response<Body> {
     let age = entry.age_s(now_ms);
     let mut response = json(StatusCode::OK, entry.body);

@@ -1,7 +1,9 @@
 //! Cache writes, all after the response: a new answer to both tiers, a tier-2 hit copied to
 //! tier 1. What fits where is decided before the response (`cache::fit`, on the encoded size), so
-//! that `Cache-Status` promises only writes that can happen.
+//! that `Cache-Status` promises only writes that can happen. The entry is encoded once, and both
+//! writes share the encoded bytes.
 
+use bytes::Bytes;
 use futures_util::future::join;
 use serde_json::json;
 
@@ -24,10 +26,11 @@ pub(super) struct Writes<H: Host> {
 }
 
 impl<H: Host> Writes<H> {
-    /// Writes `entry` to the chosen tiers. Failures are logged; a refusal for size is counted too.
+    /// Writes `entry` to the chosen tiers: one encoding, shared by both writes. Failures are
+    /// logged; a refusal for size is counted too.
     pub async fn entry(&self, key: &CacheKey, entry: &Entry, to_kv: bool, to_redis: bool) {
         let host = &self.host;
-        let encoded = entry.encode();
+        let encoded = Bytes::from(entry.encode());
         let kv_write = async {
             match to_kv {
                 true => kv::put(host, key, entry, encoded.clone(), WRITE_TIMEOUT_MS).await,
