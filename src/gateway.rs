@@ -1,7 +1,7 @@
 //! The way of one request, and the only orchestrator: route, authenticate, parse, decide the cache
-//! policy, look up tier 1 (edge KV) then tier 2 (Redis) (`lookup`), call the provider on a double
-//! miss, write back in the background (`writes`), and fall back to a stale entry when the provider
-//! fails. Responses are assembled in `reply`.
+//! policy, look up tier 1 (edge KV) with tier 2 (Redis) hedged (`lookup`), call the provider on a
+//! double miss, write back in the background (`writes`), and fall back to a stale entry when the
+//! provider fails. Responses are assembled in `reply`.
 //!
 //! Fail open: a store that errs, times out or holds garbage is a miss, logged and never an error
 //! for the client. The client never waits for a cache write. Must not: do IO except through the
@@ -266,7 +266,7 @@ impl<H: Host> Exchange<'_, H> {
                 report.redis.lookup = bypass;
             }
         } else {
-            // Tier 1, then tier 2 when tier 1 misses; a tier-2 hit is copied to tier 1.
+            // Tier 1, then tier 2 when tier 1 misses or is slow; a tier-2 hit is copied to tier 1.
             let found = self.look_up(policy, &key, &mut report).await;
             if let Some((tier, entry)) = found.hit {
                 return reply::hit(tier, entry, report, self.host.now_ms());

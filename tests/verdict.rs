@@ -7,7 +7,7 @@ use llm_edge_cache::cache::entry::Entry;
 use llm_edge_cache::cache::fit::{self, Place, TooLarge};
 use llm_edge_cache::cache::policy::Policy;
 use llm_edge_cache::cache::status::Lookup;
-use llm_edge_cache::cache::verdict::{prefer_stale, served_stale};
+use llm_edge_cache::cache::verdict::{needs_backfill, prefer_stale, served_stale};
 use llm_edge_cache::cache::{decide, Verdict};
 use llm_edge_cache::ports::KvLimits;
 
@@ -80,6 +80,14 @@ fn the_newer_stale_entry_is_kept() {
 fn a_stale_answer_says_how_far_past_freshness_it_is() {
     assert_eq!(served_stale(&aged(60), NOW), Lookup::ServedStale { past_s: 0 });
     assert_eq!(served_stale(&aged(160), NOW), Lookup::ServedStale { past_s: 100 });
+}
+
+#[test]
+fn tier_one_is_backfilled_unless_it_holds_a_fresh_entry() {
+    assert!(needs_backfill(None, NOW));
+    assert!(!needs_backfill(Some(&aged(0)), NOW));
+    assert!(needs_backfill(Some(&aged(60)), NOW), "stale");
+    assert!(needs_backfill(Some(&aged(10_000)), NOW), "expired");
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! - from `stale_until` on it is expired: as good as absent, and a store without a TTL of its own
 //!   should delete it;
 //! - of two stale entries (one per tier), the newer is kept;
+//! - tier 1 gets a copy of a tier-2 hit unless it holds a fresh entry itself;
 //! - a store keeps an entry until `stale_until`, not longer.
 //!
 //! Pure: no IO, no clock (`now_ms` is an argument).
@@ -84,6 +85,12 @@ impl Verdict {
 /// newer answer wins.
 pub fn prefer_stale(kept: Option<&Entry>, candidate: &Entry) -> bool {
     kept.is_none_or(|kept| kept.created_ms < candidate.created_ms)
+}
+
+/// Whether tier 1, having `found` this, should get a copy of a tier-2 hit: unless it holds a
+/// fresh entry already.
+pub fn needs_backfill(found: Option<&Entry>, now_ms: u64) -> bool {
+    !found.is_some_and(|entry| matches!(freshness(entry, now_ms), Freshness::Fresh { .. }))
 }
 
 /// What `Cache-Status` says of a stale entry that answered because no provider could.
