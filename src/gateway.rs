@@ -1,6 +1,7 @@
 //! The way of one request, and the only orchestrator: route, authenticate, parse, decide the cache
-//! policy, look up tier 1 (edge KV) then tier 2 (Redis), call the provider on a double miss, write
-//! back in the background, and fall back to a stale entry when the provider fails.
+//! policy, look up tier 1 (edge KV) with tier 2 (Redis) hedged (`lookup`), call the provider on a
+//! double miss, write back in the background (`writes`), and fall back to a stale entry when the
+//! provider fails. Responses are assembled in `reply`.
 //!
 //! Fail open: a store that errs, times out or holds garbage is a miss, logged and never an error
 //! for the client. The client never waits for a cache write. Must not: do IO except through the
@@ -9,28 +10,28 @@
 mod admin;
 mod counters;
 mod info;
+mod lookup;
 mod origin;
 mod reply;
 mod streams;
+mod writes;
 
-use futures_util::future::join;
 use futures_util::stream;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::api::chat::ChatRequest;
-use crate::cache::entry::{Entry, Freshness};
+use crate::cache::entry::Entry;
 use crate::cache::key::{CacheKey, KeyScope};
 use crate::cache::policy::{Bypass, Policy};
 use crate::cache::status::{CacheReport, Lookup, Served};
 use crate::cache::storable::replayable;
 use crate::config::{Config, ConfigError};
-use crate::error::{ApiError, ErrorType, StoreError, StoreErrorKind, Tier};
+use crate::error::{ApiError, ErrorType};
 use crate::ports::{Body, CollectError, Host};
 use crate::providers::stream::SseTranslator;
 use crate::routing::table::{NoRoute, Target};
-use crate::stores::{kv, redis::Redis};
 use origin::{all_failed, routing_headers, speaks_openai, unsupported, Outcome};
 use streams::{idle_bounded, translated};
 
@@ -257,36 +258,20 @@ impl<H: Host> Exchange<'_, H> {
         targets: &[Target],
     ) -> Response<Body> {
         let mut report = CacheReport::new();
-        let mut stale: Option<(Tier, Entry)> = None;
-        let upstash = self.config.upstash.as_ref().map(Redis::new);
+        let mut stale = None;
         if !policy.read {
             let bypass = Lookup::Bypassed(policy.bypass.unwrap_or(Bypass::Request));
             report.kv.lookup = bypass;
-            if upstash.is_some() {
+            if self.config.upstash.is_some() {
                 report.redis.lookup = bypass;
             }
         } else {
-            let started = self.host.now_ms();
-            let found = kv::get(self.host, &key, self.config.kv_timeout_ms).await;
-            self.timing.kv_ms = Some(self.host.now_ms().saturating_sub(started));
-            if let Some(entry) = self.judge(Tier::EdgeKv, found, policy, &key, &mut report, &mut stale) {
-                return self.hit(Tier::EdgeKv, entry, report);
+            // Tier 1, then tier 2 when tier 1 misses or is slow; a tier-2 hit is copied to tier 1.
+            let found = self.look_up(policy, &key, &mut report).await;
+            if let Some((tier, entry)) = found.hit {
+                return reply::hit(tier, entry, report, self.host.now_ms());
             }
-            if let Some(store) = &upstash {
-                let started = self.host.now_ms();
-                let found = store.get_entry(self.host, &key, self.config.max_entry_bytes).await;
-                self.timing.redis_ms = Some(self.host.now_ms().saturating_sub(started));
-                if let Some(entry) = self.judge(Tier::Redis, found, policy, &key, &mut report, &mut stale) {
-                    // Tier 1 missed this entry: copy it there, after the response, unless it cannot
-                    // fit (its first write was already refused and counted; every hit would retry).
-                    let fits = entry.body.len() + 512 <= self.host.kv_limits().max_value_bytes;
-                    if policy.write && fits {
-                        report.kv.stored = true;
-                        self.write_back(key, entry.clone(), true, false);
-                    }
-                    return self.hit(Tier::Redis, entry, report);
-                }
-            }
+            stale = found.stale;
         }
         if policy.only_if_cached {
             return reply::cache_miss("No fresh cached answer exists and the request said only-if-cached.", &report);
@@ -303,18 +288,10 @@ impl<H: Host> Exchange<'_, H> {
                     self.log("info", "store_skipped", json!({"reason": reason.word(), "target": target.id}));
                     self.count(reason.word());
                 } else if policy.write {
-                    if answer.body.len() + 512 <= self.config.max_entry_bytes {
-                        let now = self.host.now_ms();
-                        let (fresh, stale) = (self.config.fresh_ttl_s, self.config.stale_ttl_s);
-                        let entry = Entry::new(now, fresh, stale, &target.id, &answer.model, answer.body.to_vec());
-                        report.kv.stored = true;
-                        report.redis.stored = upstash.is_some();
-                        self.write_back(key, entry, true, upstash.is_some());
-                    } else {
-                        let fields = json!({"bytes": answer.body.len(), "limit": self.config.max_entry_bytes});
-                        self.log("warn", "entry_too_large", fields);
-                        self.count(counters::ENTRY_TOO_LARGE);
-                    }
+                    // The entry shares the answer's bytes; the client is served from them too.
+                    let (now, fresh, stale) = (self.host.now_ms(), self.config.fresh_ttl_s, self.config.stale_ttl_s);
+                    let entry = Entry::new(now, fresh, stale, &target.id, &answer.model, answer.body.clone());
+                    self.store(key, entry, &mut report);
                 }
                 let mut response = reply::json(StatusCode::OK, answer.body);
                 reply::cache_headers(response.headers_mut(), &report);
@@ -329,7 +306,7 @@ impl<H: Host> Exchange<'_, H> {
             Outcome::AllFailed { failures, last, attempts, retry_after_ms } => {
                 let error = all_failed(&failures, last.as_ref(), retry_after_ms);
                 let mut response = match stale {
-                    Some((tier, entry)) => self.serve_stale(tier, entry, report, error.code),
+                    Some((tier, entry)) => reply::stale(tier, entry, report, self.host.now_ms(), error.code),
                     None => reply::error_with_cache(&error, &report),
                 };
                 reply::set(response.headers_mut(), "x-attempts", &attempts.to_string());
@@ -337,93 +314,6 @@ impl<H: Host> Exchange<'_, H> {
             }
             Outcome::Unsupported(reasons) => reply::error_with_cache(&unsupported(&reasons), &report),
         }
-    }
-
-    /// Records what one tier's lookup found; returns the entry if it may answer now.
-    fn judge(
-        &self,
-        tier: Tier,
-        found: Result<Option<Entry>, StoreError>,
-        policy: &Policy,
-        key: &CacheKey,
-        report: &mut CacheReport,
-        stale: &mut Option<(Tier, Entry)>,
-    ) -> Option<Entry> {
-        let now = self.host.now_ms();
-        let status = report.tier_mut(tier);
-        let entry = match found {
-            Ok(Some(entry)) => entry,
-            Ok(None) => {
-                status.lookup = Lookup::Miss;
-                return None;
-            }
-            Err(e) => {
-                status.lookup = Lookup::Failed { detail: e.kind.word() };
-                self.log("warn", "store_error", json!({"tier": tier.as_str(), "op": e.op, "kind": e.kind.word(), "detail": e.kind.to_string(), "retryable": e.kind.retryable()}));
-                return None;
-            }
-        };
-        match entry.freshness(now) {
-            Freshness::Fresh { ttl_s } if policy.accepts_age(entry.age_s(now)) => {
-                status.lookup = Lookup::Hit { ttl_s };
-                Some(entry)
-            }
-            Freshness::Fresh { .. } => {
-                // Fresh, but older than the client's max-age: the client refuses it outright.
-                status.lookup = Lookup::Stale;
-                None
-            }
-            Freshness::Stale { .. } => {
-                status.lookup = Lookup::Stale;
-                // A client that set max-age accepts nothing older, not even on error.
-                let keep = policy.max_age_s.is_none()
-                    && stale.as_ref().is_none_or(|(_, kept)| kept.created_ms < entry.created_ms);
-                if keep {
-                    *stale = Some((tier, entry));
-                }
-                None
-            }
-            Freshness::Expired => {
-                status.lookup = Lookup::Miss;
-                if tier == Tier::EdgeKv && self.host.kv_limits().min_ttl_seconds.is_none() {
-                    // The store has no TTL of its own (Spin): delete what expired, after the response.
-                    let host = self.host.clone();
-                    let key = key.clone();
-                    self.host.spawn_background(Box::pin(async move {
-                        let _ = kv::delete(&host, &key, WRITE_TIMEOUT_MS).await;
-                    }));
-                }
-                None
-            }
-        }
-    }
-
-    fn hit(&self, tier: Tier, entry: Entry, mut report: CacheReport) -> Response<Body> {
-        report.served = Served::Hit(tier);
-        let age = entry.age_s(self.host.now_ms());
-        let provider = entry.provider.clone();
-        let mut response = reply::json(StatusCode::OK, entry.body);
-        let headers = response.headers_mut();
-        reply::cache_headers(headers, &report);
-        headers.insert(http::header::AGE, HeaderValue::from(age));
-        reply::set(headers, "x-provider", &provider);
-        response
-    }
-
-    fn serve_stale(&self, tier: Tier, entry: Entry, mut report: CacheReport, reason: &str) -> Response<Body> {
-        let now = self.host.now_ms();
-        let past_s = now.saturating_sub(entry.fresh_until_ms) / 1000;
-        report.tier_mut(tier).lookup = Lookup::ServedStale { past_s };
-        report.served = Served::Stale(tier);
-        let age = entry.age_s(now);
-        let provider = entry.provider.clone();
-        let mut response = reply::json(StatusCode::OK, entry.body);
-        let headers = response.headers_mut();
-        reply::cache_headers(headers, &report);
-        headers.insert(http::header::AGE, HeaderValue::from(age));
-        reply::set(headers, "x-provider", &provider);
-        reply::set(headers, "x-cache-stale-reason", reason);
-        response
     }
 
     /// Streams the first answering target's stream through, uncached (`x-cache: BYPASS`),
@@ -482,45 +372,6 @@ impl<H: Host> Exchange<'_, H> {
             Outcome::Unsupported(reasons) => unsupported(&reasons),
         };
         reply::error_with_cache(&error, &report)
-    }
-
-    /// Writes an entry to the chosen tiers after the response has gone out.
-    fn write_back(&self, key: CacheKey, entry: Entry, to_kv: bool, to_redis: bool) {
-        let host = self.host.clone();
-        let counters = self.config.upstash.clone();
-        let upstash = if to_redis { counters.clone() } else { None };
-        let request_id = self.request_id.to_owned();
-        self.host.spawn_background(Box::pin(async move {
-            let encoded = entry.encode();
-            let kv_write = async {
-                if to_kv {
-                    kv::put(&host, &key, &entry, encoded.clone(), WRITE_TIMEOUT_MS).await
-                } else {
-                    Ok(())
-                }
-            };
-            let redis_write = async {
-                match &upstash {
-                    Some(config) => {
-                        let ttl_ms = entry.stale_until_ms.saturating_sub(host.now_ms());
-                        Redis::new(config).put_entry(&host, &key, &encoded, ttl_ms, WRITE_TIMEOUT_MS).await
-                    }
-                    None => Ok(()),
-                }
-            };
-            let (kv_result, redis_result) = join(kv_write, redis_write).await;
-            for e in [kv_result.err(), redis_result.err()].into_iter().flatten() {
-                let line = json!({"level": "warn", "event": "store_error", "request_id": request_id, "tier": e.tier.as_str(), "op": e.op, "kind": e.kind.word(), "detail": e.kind.to_string(), "retryable": e.kind.retryable()});
-                host.log(&line.to_string());
-                if matches!(e.kind, StoreErrorKind::TooLarge { .. }) {
-                    let counter = match e.tier {
-                        Tier::EdgeKv => counters::EDGE_KV_TOO_LARGE,
-                        Tier::Redis => counters::REDIS_TOO_LARGE,
-                    };
-                    counters::bump(&host, counters.as_ref(), counter).await;
-                }
-            }
-        }));
     }
 
     /// Counts an event in Redis after the response (best effort).

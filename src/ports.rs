@@ -132,7 +132,9 @@ pub struct KvLimits {
 pub trait Kv {
     fn kv_limits(&self) -> KvLimits;
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError>;
-    async fn kv_put(&self, key: &str, value: Vec<u8>, ttl_seconds: Option<u64>) -> Result<(), PortError>;
+    /// `value` may be shared with a write to another store: an adapter reads it, never needs it
+    /// to itself.
+    async fn kv_put(&self, key: &str, value: Bytes, ttl_seconds: Option<u64>) -> Result<(), PortError>;
     async fn kv_delete(&self, key: &str) -> Result<(), PortError>;
 }
 

@@ -173,9 +173,9 @@ impl Kv for MemHost {
         Ok(self.kv_raw(key))
     }
 
-    async fn kv_put(&self, key: &str, value: Vec<u8>, ttl_seconds: Option<u64>) -> Result<(), PortError> {
+    async fn kv_put(&self, key: &str, value: Bytes, ttl_seconds: Option<u64>) -> Result<(), PortError> {
         self.kv_wait().await?;
-        self.state.kv.borrow_mut().insert(key.to_owned(), (value, ttl_seconds));
+        self.state.kv.borrow_mut().insert(key.to_owned(), (value.to_vec(), ttl_seconds));
         Ok(())
     }
 
@@ -354,6 +354,7 @@ type UpstashValue = (String, Option<u64>);
 pub struct MemUpstash {
     data: Rc<RefCell<HashMap<String, UpstashValue>>>,
     down: Rc<Cell<bool>>,
+    delay_ms: Rc<Cell<u64>>,
 }
 
 impl MemUpstash {
@@ -361,12 +362,24 @@ impl MemUpstash {
     pub fn serve(host: &MemHost, url: &str, token: &str) -> MemUpstash {
         let upstash = MemUpstash::default();
         let (me, clock, token) = (upstash.clone(), host.clone(), format!("Bearer {token}"));
-        host.route(url, move |req| me.answer(req, clock.now_ms(), &token));
+        host.route(url, move |req| {
+            // The command runs when the request arrives; its reply comes back after the delay.
+            let reply = me.answer(req, clock.now_ms(), &token);
+            match me.delay_ms.get() {
+                0 => reply,
+                ms => Scripted::Delay { ms, then: Box::new(reply) },
+            }
+        });
         upstash
     }
 
     pub fn set_down(&self, down: bool) {
         self.down.set(down);
+    }
+
+    /// Makes every reply arrive `ms` after its request (a round trip to a real Upstash).
+    pub fn set_delay(&self, ms: u64) {
+        self.delay_ms.set(ms);
     }
 
     pub fn raw(&self, key: &str) -> Option<String> {

@@ -1,5 +1,6 @@
 //! What one request allows the cache to do, from its `Cache-Control` directives and the namespace
-//! header. A client controls only its own requests; tenant scoping is not a client choice.
+//! header. A client controls only its own requests; tenant scoping is not a client choice. What
+//! `max-age` then means for an entry is `cache::verdict`'s to decide.
 
 use http::HeaderMap;
 
@@ -91,11 +92,6 @@ impl Policy {
             policy.namespace = ns.to_owned();
         }
         Ok(policy)
-    }
-
-    /// Whether an entry of this age may answer the request as a hit.
-    pub fn accepts_age(&self, age_s: u64) -> bool {
-        self.max_age_s.is_none_or(|max| age_s <= max)
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! RFC 9211 lists caches from the one closest to the origin to the one closest to the client, so
 //! Redis (tier 2) comes before the edge KV (tier 1). A tier that was not consulted and not written
-//! is left out.
+//! is left out, and so is tier 2 when its hedged read was still out as tier 1 answered with a hit
+//! (its answer took no part in the response).
 
 use std::fmt::Write as _;
 
@@ -28,6 +29,9 @@ pub enum Lookup {
     Bypassed(Bypass),
     /// A stale entry from this tier answered because no provider could (`ttl_s` seconds past).
     ServedStale { past_s: u64 },
+    /// Tier 1 had not answered when tier 2's hedged read answered with a hit: its lookup did not
+    /// complete in time to be used (`fwd=miss; detail=hedged`).
+    Hedged,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -113,6 +117,7 @@ fn member(tier: Tier, status: TierStatus) -> Option<String> {
         Lookup::Miss => m.push_str("; fwd=uri-miss"),
         Lookup::Stale => m.push_str("; fwd=stale"),
         Lookup::Failed { detail } => write!(m, "; fwd=miss; detail={detail}").expect("String write"),
+        Lookup::Hedged => m.push_str("; fwd=miss; detail=hedged"),
         Lookup::Bypassed(Bypass::Request) => m.push_str("; fwd=request"),
         Lookup::Bypassed(Bypass::Stream) => m.push_str("; fwd=bypass"),
         Lookup::ServedStale { past_s } => {

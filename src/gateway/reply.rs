@@ -1,14 +1,17 @@
-//! Response assembly: JSON and error bodies, the cache headers, `Server-Timing`, request ids and
-//! CORS. Every response leaves through `finish`, so these headers are the same on every path.
+//! Response assembly: JSON and error bodies, answers from the cache (hits and stale answers, in
+//! one place), the cache headers, `Server-Timing`, request ids and CORS. Every response leaves
+//! through `finish`, so these headers are the same on every path.
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Response, StatusCode};
 
 use crate::api::envelope::error_body;
-use crate::cache::status::CacheReport;
+use crate::cache::entry::Entry;
+use crate::cache::status::{CacheReport, Served};
+use crate::cache::verdict;
 use crate::config::Cors;
-use crate::error::ApiError;
+use crate::error::{ApiError, Tier};
 use crate::ports::{Body, Random};
 
 /// Headers a browser page may read from a cross-origin answer.
@@ -87,6 +90,33 @@ pub fn method_not_allowed(path: &str, allowed: &str, method: &http::Method) -> R
         format!("{path} accepts {allowed} only, not {method}."),
     ));
     set(response.headers_mut(), "allow", &format!("{allowed}, OPTIONS"));
+    response
+}
+
+/// A fresh entry from `tier` answering as a hit.
+pub fn hit(tier: Tier, entry: Entry, mut report: CacheReport, now_ms: u64) -> Response<Body> {
+    report.served = Served::Hit(tier);
+    cached(entry, &report, now_ms)
+}
+
+/// A stale entry from `tier` answering because no provider could (`reason`: the failure's code).
+pub fn stale(tier: Tier, entry: Entry, mut report: CacheReport, now_ms: u64, reason: &str) -> Response<Body> {
+    report.tier_mut(tier).lookup = verdict::served_stale(&entry, now_ms);
+    report.served = Served::Stale(tier);
+    let mut response = cached(entry, &report, now_ms);
+    set(response.headers_mut(), "x-cache-stale-reason", reason);
+    response
+}
+
+/// An entry's answer: its body as stored (shared, not copied), its `Age`, its provider and the
+/// cache headers.
+fn cached(entry: Entry, report: &CacheReport, now_ms: u64) -> Response<Body> {
+    let age = entry.age_s(now_ms);
+    let mut response = json(StatusCode::OK, entry.body);
+    let headers = response.headers_mut();
+    cache_headers(headers, report);
+    headers.insert(http::header::AGE, HeaderValue::from(age));
+    set(headers, "x-provider", &entry.provider);
     response
 }
 

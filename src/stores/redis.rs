@@ -18,11 +18,12 @@ use serde_json::Value;
 
 use crate::api::json_type_name;
 use crate::cache::entry::Entry;
+use crate::cache::fit::{self, Place};
 use crate::cache::key::CacheKey;
 use crate::config::UpstashConfig;
 use crate::error::{StoreError, StoreErrorKind, Tier};
 use crate::ports::{Clock, Http};
-use crate::stores::upstash::{Upstash, MAX_REQUEST_BYTES};
+use crate::stores::upstash::Upstash;
 
 /// The prefix when `DEPLOYMENT_PREFIX` is unset (the key layout of earlier releases).
 pub const DEFAULT_PREFIX: &str = "llmc1";
@@ -68,9 +69,7 @@ impl<'a> Redis<'a> {
         key: &CacheKey,
         max_entry_bytes: usize,
     ) -> Result<Option<Entry>, StoreError> {
-        // base64 grows a value by 4/3; the reply envelope and the entry's own fields (times,
-        // provider, model) come on top of the answer that MAX_ENTRY_BYTES bounds.
-        let limit = max_entry_bytes / 3 * 4 + (64 << 10);
+        let limit = fit::redis_reply_limit(max_entry_bytes);
         let redis_key = entry_key(self.prefix(), key);
         let result = self.rest.command(host, "get", &["GET", &redis_key], limit, self.config.timeout_ms).await?;
         match result {
@@ -79,13 +78,15 @@ impl<'a> Redis<'a> {
                 let bytes = B64
                     .decode(b64.as_bytes())
                     .map_err(|e| err("get", StoreErrorKind::Garbage(format!("value is not base64: {e}"))))?;
-                Entry::decode(&bytes).map(Some).map_err(|e| err("get", StoreErrorKind::Garbage(e.to_string())))
+                let decoded = Entry::decode_shared(bytes::Bytes::from(bytes));
+                decoded.map(Some).map_err(|e| err("get", StoreErrorKind::Garbage(e.to_string())))
             }
             other => Err(err("get", StoreErrorKind::Protocol(format!("GET returned {}", json_type_name(&other))))),
         }
     }
 
     /// Stores an encoded entry for `ttl_ms` (Redis expires it; expiry on read is still checked).
+    /// The base64 of the entry is written straight into the request body: its one copy here.
     pub async fn put_entry<H: Http + Clock>(
         &self,
         host: &H,
@@ -95,12 +96,21 @@ impl<'a> Redis<'a> {
         timeout_ms: u64,
     ) -> Result<(), StoreError> {
         let redis_key = entry_key(self.prefix(), key);
-        let b64 = B64.encode(encoded);
-        if b64.len() + redis_key.len() + 64 > MAX_REQUEST_BYTES {
-            return Err(err("put", StoreErrorKind::TooLarge { size: encoded.len(), limit: MAX_REQUEST_BYTES / 4 * 3 }));
+        if let Err(e) = fit::fits(encoded.len(), Place::Redis { key_bytes: redis_key.len() }) {
+            return Err(err("put", StoreErrorKind::TooLarge { size: e.size, limit: e.limit }));
         }
-        let ttl = ttl_ms.max(1).to_string();
-        let result = self.rest.command(host, "put", &["SET", &redis_key, &b64, "PX", &ttl], 1024, timeout_ms).await?;
+        // ["SET",<key>,"<base64>","PX","<ttl>"]: base64 needs no JSON escaping.
+        let key_json =
+            serde_json::to_string(&redis_key).map_err(|e| err("put", StoreErrorKind::Protocol(e.to_string())))?;
+        let mut body = String::with_capacity(fit::base64_len(encoded.len()) + key_json.len() + 64);
+        body.push_str("[\"SET\",");
+        body.push_str(&key_json);
+        body.push_str(",\"");
+        B64.encode_string(encoded, &mut body);
+        body.push_str("\",\"PX\",\"");
+        body.push_str(&ttl_ms.max(1).to_string());
+        body.push_str("\"]");
+        let result = self.rest.send(host, "put", bytes::Bytes::from(body), 1024, timeout_ms).await?;
         match result {
             Value::String(s) if s == "OK" => Ok(()),
             other => Err(err("put", StoreErrorKind::Protocol(format!("SET returned {}", json_type_name(&other))))),

@@ -28,14 +28,14 @@ impl<'a> Upstash<'a> {
         Upstash { config }
     }
 
-    /// The HTTP request for one command. The URL and token were checked when the configuration
-    /// was read; should either still not fit a request, the store is unavailable, never a panic.
-    fn request(&self, op: &'static str, args: &[&str]) -> Result<http::Request<Bytes>, StoreError> {
-        let body = serde_json::to_vec(args).map_err(|e| err(op, StoreErrorKind::Protocol(e.to_string())))?;
+    /// The HTTP request for one command, given as its JSON array. The URL and token were checked
+    /// when the configuration was read; should either still not fit a request, the store is
+    /// unavailable, never a panic.
+    fn request(&self, op: &'static str, body: Bytes) -> Result<http::Request<Bytes>, StoreError> {
         http::Request::post(&self.config.url)
             .header(http::header::AUTHORIZATION, format!("Bearer {}", self.config.token.expose()))
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Bytes::from(body))
+            .body(body)
             .map_err(|_| err(op, StoreErrorKind::Unavailable("the store URL or token cannot form a request".into())))
     }
 
@@ -48,9 +48,23 @@ impl<'a> Upstash<'a> {
         reply_limit: usize,
         timeout_ms: u64,
     ) -> Result<Value, StoreError> {
+        let body = serde_json::to_vec(args).map_err(|e| err(op, StoreErrorKind::Protocol(e.to_string())))?;
+        self.send(host, op, Bytes::from(body), reply_limit, timeout_ms).await
+    }
+
+    /// Runs one command already written as its JSON array (`["SET","k","v"]`), for a caller that
+    /// writes a large value straight into the body instead of copying it in twice.
+    pub async fn send<H: Http + Clock>(
+        &self,
+        host: &H,
+        op: &'static str,
+        body: Bytes,
+        reply_limit: usize,
+        timeout_ms: u64,
+    ) -> Result<Value, StoreError> {
         let exchange = async {
             let response = host
-                .fetch(self.request(op, args)?)
+                .fetch(self.request(op, body)?)
                 .await
                 .map_err(|e| err(op, StoreErrorKind::Unavailable(e.to_string())))?;
             let status = response.status();

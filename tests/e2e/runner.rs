@@ -80,6 +80,10 @@ pub fn shared_vars() -> Vec<(String, String)> {
         ("UPSTREAM_TIMEOUT_MS", "3000"),
         ("UPSTREAM_STREAM_IDLE_TIMEOUT_MS", "1500"),
         ("CORS_ALLOWED_ORIGINS", "https://app.example"),
+        // Tier 2 only after tier 1 has answered (hedging off): the Cache-Status strings asserted
+        // here, and compared across hosts, must not depend on whether a loaded machine's local KV
+        // answered within the 25 ms default. Hedging has its host tests (tests/hedge.rs).
+        ("TIER2_HEDGE_MS", "60000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

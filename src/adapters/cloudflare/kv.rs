@@ -2,6 +2,8 @@
 //! values up to 25 MiB, TTLs of at least 60 s (the core raises shorter ones; expiry on read is
 //! decided from the entry itself).
 
+use bytes::Bytes;
+
 use super::CfHost;
 use crate::ports::{Kv, KvLimits, PortError};
 
@@ -25,7 +27,7 @@ impl Kv for CfHost {
         self.store()?.get(key).bytes().await.map_err(|e| PortError::Failed(e.to_string()))
     }
 
-    async fn kv_put(&self, key: &str, value: Vec<u8>, ttl_seconds: Option<u64>) -> Result<(), PortError> {
+    async fn kv_put(&self, key: &str, value: Bytes, ttl_seconds: Option<u64>) -> Result<(), PortError> {
         let mut put = self.store()?.put_bytes(key, &value).map_err(|e| PortError::Failed(e.to_string()))?;
         if let Some(ttl) = ttl_seconds {
             put = put.expiration_ttl(ttl);

@@ -5,6 +5,7 @@
 
 use std::rc::Rc;
 
+use bytes::Bytes;
 use spin_sdk::key_value::Store;
 
 use super::SpinHost;
@@ -35,7 +36,7 @@ impl Kv for SpinHost {
     }
 
     /// Spin has no TTL: `_ttl_seconds` is always `None` here (see `LIMITS`).
-    async fn kv_put(&self, key: &str, value: Vec<u8>, _ttl_seconds: Option<u64>) -> Result<(), PortError> {
+    async fn kv_put(&self, key: &str, value: Bytes, _ttl_seconds: Option<u64>) -> Result<(), PortError> {
         self.store().await?.set(key, value).await.map_err(|e| PortError::Failed(format!("{e:?}")))
     }
 
