@@ -3,7 +3,13 @@
 //! `MemHost` stores KV entries in a map (with optional failure and delay switches), answers
 //! outbound HTTP from a script keyed by URL, keeps background tasks until `run_background` is
 //! called (so tests decide when "after the response" happens), and has a clock that moves only
-//! when told or when a sleep is awaited. Never compiled into the wasm build.
+//! when told or when a sleep is awaited. `another_isolate` gives a second host over the same
+//! world (clock, KV, routes, background queue) with a memory of its own. `MemUpstash`
+//! (`upstash.rs`) is Redis behind the Upstash REST API. Never compiled into the wasm build.
+
+mod upstash;
+
+pub use upstash::MemUpstash;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -69,7 +75,6 @@ struct State {
     logs: RefCell<Vec<String>>,
     sent: RefCell<Vec<http::Request<Bytes>>>,
     routes: RefCell<Vec<(String, Responder)>>,
-    health: crate::routing::health::Health,
     /// False models Spin: memory is wiped before every request (see `forget_memory`).
     memory_is_fleeting: Cell<bool>,
 }
@@ -77,6 +82,8 @@ struct State {
 #[derive(Clone, Default)]
 pub struct MemHost {
     state: Rc<State>,
+    /// This isolate's memory (the `Memory` port).
+    health: Rc<crate::routing::health::Health>,
 }
 
 pub const WORKERS_KV_LIMITS: KvLimits =
@@ -88,6 +95,12 @@ impl MemHost {
         host.state.now_ms.set(now_ms);
         host.state.rng.set(0x9e37_79b9_7f4a_7c15);
         host
+    }
+
+    /// A second isolate in the same world: the same clock, KV, routes, requests log and
+    /// background queue, and a memory of its own (what another isolate or instance knows).
+    pub fn another_isolate(&self) -> MemHost {
+        MemHost { state: self.state.clone(), health: Rc::default() }
     }
 
     pub fn advance(&self, ms: u64) {
@@ -303,7 +316,7 @@ impl Background for MemHost {
 
 impl crate::ports::Memory for MemHost {
     fn health(&self) -> &crate::routing::health::Health {
-        &self.state.health
+        &self.health
     }
 
     fn lasts_between_requests(&self) -> bool {
@@ -320,7 +333,7 @@ impl MemHost {
 
     /// What a new instance starts with: no knowledge of any target.
     pub fn forget_memory(&self) {
-        self.state.health.clear();
+        self.health.clear();
     }
 }
 
@@ -342,109 +355,5 @@ impl MapVars {
 impl crate::ports::Vars for MapVars {
     fn var(&self, name: &str) -> Option<String> {
         self.0.get(name).cloned()
-    }
-}
-
-/// A Redis string value and its expiry (ms since the epoch).
-type UpstashValue = (String, Option<u64>);
-
-/// Redis as the Upstash REST API presents it, for host tests: GET, SET (with PX/EX), DEL and PING
-/// on a map with expiry in the host's virtual time. Switchable off to model an outage.
-#[derive(Clone, Default)]
-pub struct MemUpstash {
-    data: Rc<RefCell<HashMap<String, UpstashValue>>>,
-    down: Rc<Cell<bool>>,
-    delay_ms: Rc<Cell<u64>>,
-}
-
-impl MemUpstash {
-    /// Serves `url` on `host`, checking the Bearer `token`.
-    pub fn serve(host: &MemHost, url: &str, token: &str) -> MemUpstash {
-        let upstash = MemUpstash::default();
-        let (me, clock, token) = (upstash.clone(), host.clone(), format!("Bearer {token}"));
-        host.route(url, move |req| {
-            // The command runs when the request arrives; its reply comes back after the delay.
-            let reply = me.answer(req, clock.now_ms(), &token);
-            match me.delay_ms.get() {
-                0 => reply,
-                ms => Scripted::Delay { ms, then: Box::new(reply) },
-            }
-        });
-        upstash
-    }
-
-    pub fn set_down(&self, down: bool) {
-        self.down.set(down);
-    }
-
-    /// Makes every reply arrive `ms` after its request (a round trip to a real Upstash).
-    pub fn set_delay(&self, ms: u64) {
-        self.delay_ms.set(ms);
-    }
-
-    pub fn raw(&self, key: &str) -> Option<String> {
-        self.data.borrow().get(key).map(|(v, _)| v.clone())
-    }
-
-    pub fn insert_raw(&self, key: &str, value: &str) {
-        self.data.borrow_mut().insert(key.to_owned(), (value.to_owned(), None));
-    }
-
-    pub fn len(&self) -> usize {
-        self.data.borrow().len()
-    }
-
-    /// Every key, sorted.
-    pub fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.data.borrow().keys().cloned().collect();
-        keys.sort();
-        keys
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn answer(&self, req: &http::Request<Bytes>, now_ms: u64, token: &str) -> Scripted {
-        use serde_json::json;
-        if self.down.get() {
-            return Scripted::Fail("connection refused".into());
-        }
-        if req.headers().get("authorization").and_then(|v| v.to_str().ok()) != Some(token) {
-            return Scripted::json(401, &json!({"error": "Unauthorized"}));
-        }
-        let Ok(args) = serde_json::from_slice::<Vec<String>>(req.body()) else {
-            return Scripted::json(400, &json!({"error": "ERR failed to parse command"}));
-        };
-        let mut data = self.data.borrow_mut();
-        data.retain(|_, (_, exp)| exp.is_none_or(|e| e > now_ms));
-        let cmd: Vec<&str> = args.iter().map(String::as_str).collect();
-        let result = match cmd.as_slice() {
-            ["PING"] => json!("PONG"),
-            ["GET", key] => data.get(*key).map_or(json!(null), |(v, _)| json!(v)),
-            ["MGET", keys @ ..] => json!(keys.iter().map(|k| data.get(*k).map(|(v, _)| v.clone())).collect::<Vec<_>>()),
-            ["EXISTS", key] => json!(i64::from(data.contains_key(*key))),
-            ["INCR", key] => {
-                let entry = data.entry((*key).to_owned()).or_insert(("0".to_owned(), None));
-                let Ok(n) = entry.0.parse::<i64>() else {
-                    return Scripted::json(400, &json!({"error": "ERR value is not an integer or out of range"}));
-                };
-                entry.0 = (n + 1).to_string();
-                json!(n + 1)
-            }
-            ["DEL", key] => json!(i64::from(data.remove(*key).is_some())),
-            ["SET", key, value, rest @ ..] => {
-                let expiry = match rest {
-                    [] => None,
-                    ["PX", ms] => ms.parse::<u64>().ok().map(|ms| now_ms + ms),
-                    ["EX", s] => s.parse::<u64>().ok().map(|s| now_ms + s * 1000),
-                    _ => return Scripted::json(400, &json!({"error": "ERR syntax error"})),
-                };
-                data.insert((*key).to_owned(), ((*value).to_owned(), expiry));
-                json!("OK")
-            }
-            _ => return Scripted::json(400, &json!({"error": "ERR unknown command"})),
-        };
-        Scripted::json(200, &json!({ "result": result }))
     }
 }

@@ -178,10 +178,10 @@ fn every_redis_key_starts_with_the_deployment_prefix() {
     w.chat(&body_with("rate limited: health shared"), &[]);
     w.host.run_background();
     let keys = w.upstash.keys();
-    assert!(keys.len() >= 3, "an entry, a counter and a health record: {keys:?}");
+    assert!(keys.len() >= 3, "an entry, a counter and health marks: {keys:?}");
     assert!(keys.iter().all(|k| k.starts_with("team-blue:")), "{keys:?}");
     let key = key_for("tenant-a", &body_with("entry"));
     assert!(keys.contains(&format!("team-blue:{}", key.digest_hex())), "{keys:?}");
     assert!(keys.contains(&"team-blue:count:entry_too_large".to_owned()), "{keys:?}");
-    assert!(keys.contains(&"team-blue:health:primary".to_owned()), "{keys:?}");
+    assert!(keys.contains(&"team-blue:health:primary:marks".to_owned()), "{keys:?}");
 }

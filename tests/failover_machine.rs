@@ -107,7 +107,7 @@ fn our_rejected_key_a_malformed_or_too_large_answer_moves_on_at_once() {
         let next = m.on_outcome(T0 + 1, Err(error.clone()), 0);
         assert!(matches!(next, Action::Build { target: 1 }), "{error:?}: {next:?}");
         assert!(m.changed().failed);
-        assert_ne!(health.shared("primary", true).breaker, Some(Breaker::default()), "counted as a failure");
+        assert_ne!(health.breaker("primary"), Some(Breaker::default()), "counted as a failure");
     }
 }
 
@@ -131,7 +131,7 @@ fn a_429_with_a_long_or_no_retry_after_moves_on_and_cools_the_target_down() {
         send(&mut m, T0, start, 0);
         assert!(matches!(m.on_outcome(T0, limited(advice), 0), Action::Build { target: 1 }));
         assert_eq!(m.changed(), Changed { failed: true, breaker_opened: false, cooled_down: true });
-        assert_eq!(health.shared("primary", false).cooldown_until_ms, T0 + cooled_for);
+        assert_eq!(health.marks("primary").cool_until_ms, T0 + cooled_for);
 
         // The next request skips the target while it rests.
         let mut again = machine(&targets, &health, settings(60_000));
@@ -265,7 +265,7 @@ fn a_rejected_translation_moves_on_and_when_every_target_rejects_the_first_rejec
         other => panic!("{other:?}"),
     }
     for id in ["anthropic", "gemini"] {
-        assert_eq!(health.shared(id, true).breaker, Some(Breaker::default()), "{id}: nothing recorded");
+        assert_eq!(health.breaker(id), Some(Breaker::default()), "{id}: nothing recorded");
     }
 }
 
@@ -294,8 +294,8 @@ fn a_rejection_of_the_clients_own_request_stops_at_once_and_counts_as_the_target
         Outcome::ClientError { error, attempts: 1 } => assert_eq!(error, rejected("bad temperature")),
         other => panic!("{other:?}"),
     }
-    assert_ne!(health.shared("primary", true).breaker, Some(Breaker::default()), "recorded");
-    assert_eq!(health.shared("secondary", true).breaker, None, "never admitted");
+    assert_ne!(health.breaker("primary"), Some(Breaker::default()), "recorded");
+    assert_eq!(health.breaker("secondary"), None, "never admitted");
 }
 
 #[test]
@@ -310,7 +310,7 @@ fn targets_that_cannot_express_the_request_are_skipped_before_admission() {
         Outcome::Unsupported(reasons) => assert_eq!(reasons, vec![why("anthropic"), why("gemini")]),
         other => panic!("{other:?}"),
     }
-    assert_eq!(health.shared("anthropic", true).breaker, None, "no probe claimed, nothing admitted");
+    assert_eq!(health.breaker("anthropic"), None, "no probe claimed, nothing admitted");
 }
 
 #[test]

@@ -164,7 +164,7 @@ fn gemini_400() -> Scripted {
 
 /// The breaker of `id`: untouched (`Breaker::default()`) when no outcome was recorded.
 fn breaker(w: &World, id: &str) -> Option<Breaker> {
-    w.host.health().shared(id, true).breaker
+    w.host.health().breaker(id)
 }
 
 #[test]

@@ -4,8 +4,9 @@
 
 use llm_edge_cache::routing::backoff::{Next, RetryPolicy};
 use llm_edge_cache::routing::breaker::{Breaker, BreakerConfig, State};
-use llm_edge_cache::routing::health::{Health, Shared, Skip};
+use llm_edge_cache::routing::health::{Health, Skip};
 use llm_edge_cache::routing::select::order;
+use llm_edge_cache::routing::sharing::{Added, Counts, Marks, Seen};
 use llm_edge_cache::routing::table::{ProviderKind, RouteTable, TargetDefaults};
 use llm_edge_cache::testing::MapVars;
 
@@ -217,11 +218,111 @@ fn health_combines_breakers_cooldowns_and_shared_state() {
     assert_eq!(h.admit("t", 5_000, &CFG), Ok(()));
     assert_eq!(h.describe("t", 5_000), "closed");
     // Another isolate saw the target fail: adopt its opening.
-    h.merge("u", Shared { open_until_ms: 9_000, cooldown_until_ms: 0, breaker: None }, 1_000);
+    let opened = Seen { slices: vec![], marks: Marks { open_until_ms: 9_000, ..Marks::default() } };
+    assert!(!h.merge("u", &opened, 1_000, &CFG), "learned, not opened here");
     assert_eq!(h.admit("u", 2_000, &CFG), Err(Skip::CircuitOpen));
     assert_eq!(h.describe("u", 2_000), "open");
-    assert_eq!(h.shared("u", false), Shared { open_until_ms: 9_000, cooldown_until_ms: 0, breaker: None });
-    // What has already passed changes nothing.
-    h.merge("v", Shared { open_until_ms: 500, cooldown_until_ms: 500, breaker: None }, 1_000);
+    assert_eq!(h.marks("u"), Marks { open_until_ms: 9_000, ..Marks::default() });
+    let reports = h.report(2_000, &CFG);
+    assert_eq!(reports.iter().map(|r| r.target.as_str()).collect::<Vec<_>>(), ["t"], "a learned opening is no news");
+    assert_eq!(reports[0].marks, Marks { cool_until_ms: 5_000, ..Marks::default() }, "t's own cool-down is");
+    // A cool-down that has already passed changes nothing.
+    h.merge("v", &Seen { slices: vec![], marks: Marks { cool_until_ms: 500, ..Marks::default() } }, 1_000, &CFG);
     assert_eq!(h.admit("v", 1_000, &CFG), Ok(()));
+}
+
+/// Counts read from Redis add to what this isolate saw: together they open the breaker.
+#[test]
+fn shared_counts_add_to_this_isolates_own() {
+    let h = Health::default();
+    for t in 0..10 {
+        h.record("t", t, false, &CFG);
+    }
+    let slice = CFG.slice(10);
+    // Others' failures: the slice's total is 10 of theirs (this isolate has reported nothing).
+    let seen = Seen { slices: vec![(slice, Counts { ok: 0, fail: 10 })], marks: Marks::default() };
+    assert!(h.merge("t", &seen, 20, &CFG), "10 here and 10 elsewhere: 20 failures");
+    assert_eq!(h.admit("t", 21, &CFG), Err(Skip::CircuitOpen));
+    let report = h.report(21, &CFG);
+    assert_eq!(report.len(), 1);
+    assert_eq!(report[0].marks.open_until_ms, 20 + CFG.open_ms, "the opening is news to report");
+    assert!(report[0].slices.is_empty(), "the outcomes that opened it are history");
+}
+
+/// What this isolate reported and Redis confirmed is counted once: in the total Redis returned.
+#[test]
+fn a_confirmed_report_is_not_counted_twice() {
+    let h = Health::default();
+    for t in 0..10 {
+        h.record("t", t, false, &CFG);
+    }
+    let reports = h.report(10, &CFG);
+    assert_eq!(reports[0].slices[0].counts, Counts { ok: 0, fail: 10 });
+    assert!(reports[0].slices[0].ttl_ms > 0 && reports[0].slices[0].ttl_ms <= CFG.window_ms);
+    // Redis's total after the addition: these 10 and 9 from elsewhere.
+    let added = vec![vec![Added { ok: None, fail: Some(19) }]];
+    assert!(h.confirm(&reports, Some(&added), 11, &CFG).is_empty(), "19 failures: not yet 20");
+    assert_eq!(h.breaker("t").expect("known").counted(11, &CFG), Counts { ok: 0, fail: 19 });
+    assert!(h.record("t", 12, false, &CFG), "the 20th opens it");
+}
+
+/// A report that failed stays counted here (and is not sent again).
+#[test]
+fn a_failed_report_stays_counted_here() {
+    let h = Health::default();
+    for t in 0..19 {
+        h.record("t", t, false, &CFG);
+    }
+    let reports = h.report(20, &CFG);
+    assert!(h.confirm(&reports, None, 20, &CFG).is_empty());
+    assert!(h.report(21, &CFG).is_empty(), "not sent twice");
+    assert!(h.record("t", 22, false, &CFG), "19 kept here and one more");
+}
+
+/// An opening that ran out with no closing since leaves the target half-open: one probe goes.
+#[test]
+fn a_run_out_opening_learned_from_others_is_half_open() {
+    let h = Health::default();
+    let marks = Marks { open_until_ms: 40_000, ..Marks::default() };
+    h.merge("t", &Seen { slices: vec![], marks }, 50_000, &CFG);
+    assert_eq!(h.describe("t", 50_000), "half-open");
+    assert_eq!(h.admit("t", 50_000, &CFG), Ok(()), "the probe");
+    assert_eq!(h.admit("t", 50_001, &CFG), Err(Skip::CircuitOpen), "one at a time");
+    assert!(!h.record("t", 50_002, true, &CFG), "it closes");
+    assert_eq!(h.report(50_003, &CFG)[0].marks.closed_at_ms, 50_002, "the closing is news to report");
+    // An isolate that learns that closing is closed too; one that learns only the opening is not.
+    let closed = Health::default();
+    let marks = Marks { open_until_ms: 40_000, closed_at_ms: 50_002, ..Marks::default() };
+    closed.merge("t", &Seen { slices: vec![], marks }, 50_010, &CFG);
+    assert_eq!(closed.describe("t", 50_010), "closed");
+}
+
+/// A closing never undoes a later opening, whichever is read last.
+#[test]
+fn a_closing_does_not_undo_a_later_opening() {
+    let h = Health::default();
+    let later = Marks { open_until_ms: 90_000, ..Marks::default() };
+    h.merge("t", &Seen { slices: vec![], marks: later }, 61_000, &CFG);
+    let straggler = Marks { closed_at_ms: 60_000, ..Marks::default() };
+    h.merge("t", &Seen { slices: vec![], marks: straggler }, 61_500, &CFG);
+    assert_eq!(h.admit("t", 62_000, &CFG), Err(Skip::CircuitOpen));
+}
+
+/// Counts of the slices that led to an opening do not open the breaker again after it closed.
+#[test]
+fn an_opening_starts_a_clean_window() {
+    let h = Health::default();
+    let slice = CFG.slice(1_000);
+    let failing = Seen {
+        slices: vec![(slice, Counts { ok: 0, fail: 30 })],
+        marks: Marks { open_until_ms: 31_000, ..Marks::default() },
+    };
+    h.merge("t", &failing, 1_000, &CFG);
+    assert_eq!(h.admit("t", 31_000, &CFG), Ok(()), "the probe");
+    h.record("t", 31_000, true, &CFG);
+    // The 30 failures are still in the window (and in Redis), but they led to the opening.
+    h.merge("t", &failing, 32_000, &CFG);
+    assert_eq!(h.describe("t", 32_000), "closed");
+    assert!(!h.record("t", 32_001, false, &CFG));
+    assert_eq!(h.breaker("t").expect("known").counted(32_002, &CFG), Counts { ok: 0, fail: 1 });
 }

@@ -155,7 +155,8 @@ fn admin_of<'c>(config: &'c Config, headers: &HeaderMap) -> Result<&'c str, ApiE
 }
 
 /// The detailed health view: each tier probed with its latency, what this instance knows of each
-/// target, the counters shared in Redis, and the configuration's problems (names only). 200
+/// target (on a host whose memory starts empty, what Redis holds), the counters shared in Redis,
+/// and the configuration's problems (names only). 200
 /// while the gateway can serve; a dead store only degrades it (fail open).
 pub async fn health<H: Host>(host: &H, config: &Config) -> Response<Body> {
     let kv = {
@@ -181,6 +182,11 @@ pub async fn health<H: Host>(host: &H, config: &Config) -> Response<Body> {
         }
     };
     let all_ok = [&kv, &redis].iter().all(|t| t["state"] != "down");
+    if let Some(upstash) = config.upstash.as_ref().filter(|_| !host.lasts_between_requests()) {
+        // Memory that starts empty knows nothing of the targets: what Redis holds is what there is.
+        let ids: Vec<String> = config.routes.all_targets().iter().map(|t| t.id.clone()).collect();
+        super::origin::load_health(host, upstash, &config.breaker, &ids).await;
+    }
     let now = host.now_ms();
     // What this instance knows of each target; names and kinds only, never URLs or keys.
     let targets: Vec<Value> = config

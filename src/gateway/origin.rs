@@ -1,7 +1,13 @@
 //! Calling providers on a double miss: performs what the failover machine
-//! (`routing::failover`) decides (build, send, sleep), logs each failure and shares what the
-//! machine changed in target health. Target health lives in isolate memory and is shared through
-//! Redis after the response, best effort: a Redis outage never stops routing.
+//! (`routing::failover`) decides (build, send, sleep), logs each failure and shares target health
+//! through Redis (`routing::health` decides what; `stores::redis` says how), best effort: a
+//! Redis outage never stops routing.
+//!
+//! Where memory lasts (a Workers isolate), routing uses what the isolate knows and never waits
+//! for Redis: after the response, every `HEALTH_SYNC_MS` (or at once when this isolate opened or
+//! closed a breaker or cooled a target down) one round trip reports what it saw and reads what
+//! all saw. Where memory starts empty (a Spin instance), one round trip before routing (bounded
+//! by `REDIS_TIMEOUT_MS`) reads the shared health, and one after the response reports.
 //! Must not: decide on its own which target to try, when to retry or what the client is told.
 
 use bytes::Bytes;
@@ -11,17 +17,19 @@ use http::{HeaderMap, StatusCode};
 
 use super::{reply, Exchange, MAX_ERROR_BODY, WRITE_TIMEOUT_MS};
 use crate::api::chat::ChatRequest;
+use crate::config::UpstashConfig;
 use crate::error::{ApiError, ErrorType, UpstreamError};
 use crate::ports::{with_timeout, Body, CollectError, Host};
 use crate::providers::{self, Answer};
+use crate::routing::breaker::BreakerConfig;
 use crate::routing::failover::{Action, Failover, Settings};
 pub(super) use crate::routing::failover::{Failure, Outcome};
-use crate::routing::health::Shared;
 use crate::routing::select;
+use crate::routing::sharing::Report;
 use crate::routing::table::Target;
-use crate::stores::redis::Redis;
+use crate::stores::redis::{HealthExchange, Redis};
 
-/// How often an isolate reads the health other isolates shared.
+/// How often an isolate whose memory lasts reports and reads shared health.
 const HEALTH_SYNC_MS: u64 = 5_000;
 
 impl<H: Host> Exchange<'_, H> {
@@ -91,18 +99,17 @@ impl<H: Host> Exchange<'_, H> {
         targets: &[Target],
         attempt: impl AsyncFnMut(&Target, http::Request<Bytes>, u64) -> Result<T, UpstreamError>,
     ) -> Outcome<T> {
-        if self.host.lasts_between_requests() {
-            self.sync_health(targets);
-            return self.try_targets(request, targets, attempt).await;
+        let lasts = self.host.lasts_between_requests();
+        if !lasts {
+            // Memory that starts empty knows nothing: read what earlier requests learned first (a
+            // Redis round trip on the way to a provider call, bounded by its timeout).
+            if let Some(upstash) = &self.config.upstash {
+                let ids: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
+                load_health(self.host, upstash, &self.config.breaker, &ids).await;
+            }
         }
-        // Memory that starts empty knows nothing: read what earlier requests learned first (a
-        // Redis round trip on the way to a provider call, bounded by its timeout), and leave
-        // what this request learned for the next.
-        self.load_health(targets).await;
         let outcome = self.try_targets(request, targets, attempt).await;
-        for target in targets {
-            self.share_health(&target.id, true);
-        }
+        self.share_health(targets, lasts);
         outcome
     }
 
@@ -142,10 +149,6 @@ impl<H: Host> Exchange<'_, H> {
                     }
                     if changed.breaker_opened {
                         self.log("warn", "breaker_opened", json!({"target": target.id}));
-                        self.share_health(&target.id, false);
-                    }
-                    if changed.cooled_down {
-                        self.share_health(&target.id, false);
                     }
                     next
                 }
@@ -166,62 +169,65 @@ impl<H: Host> Exchange<'_, H> {
         );
     }
 
-    /// Tells other isolates (through Redis, after the response) what this one knows of `id`;
-    /// `with_breaker` shares the breaker's window of outcomes too.
-    fn share_health(&self, id: &str, with_breaker: bool) {
+    /// After the response: reports what this instance saw and, where memory lasts, reads what
+    /// all saw of `targets` (see the module's doc for when).
+    fn share_health(&self, targets: &[Target], lasts: bool) {
         let Some(upstash) = self.config.upstash.clone() else { return };
-        let shared = self.host.health().shared(id, with_breaker);
-        // The record lives as long as what it reports, counted from now, not from when the
-        // background task happens to run; a breaker window lives as long as the window.
-        let mut ttl = shared.open_until_ms.max(shared.cooldown_until_ms).saturating_sub(self.host.now_ms());
-        if shared.breaker.is_some() {
-            ttl = ttl.max(self.config.breaker.window_ms);
-        }
-        if ttl == 0 {
-            return;
-        }
-        let host = self.host.clone();
-        let id = id.to_owned();
-        self.host.spawn_background(Box::pin(async move {
-            let Ok(value) = serde_json::to_string(&shared) else { return };
-            let _ = Redis::new(&upstash).put_health(&host, &id, &value, ttl, WRITE_TIMEOUT_MS).await;
-        }));
-    }
-
-    /// Every few seconds, reads what other isolates shared about these targets (after the
-    /// response: the request in hand uses what this isolate knows now).
-    fn sync_health(&self, targets: &[Target]) {
-        let Some(upstash) = self.config.upstash.clone() else { return };
-        let health = self.host.health();
+        let (health, breaker) = (self.host.health(), self.config.breaker);
         let now = self.host.now_ms();
-        if now.saturating_sub(health.last_sync_ms.get()) < HEALTH_SYNC_MS {
+        let read: Vec<String> = if lasts {
+            let due = now.saturating_sub(health.last_sync_ms.get()) >= HEALTH_SYNC_MS;
+            if !due && !health.has_news() {
+                return;
+            }
+            health.last_sync_ms.set(now);
+            targets.iter().map(|t| t.id.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        let reports = health.report(now, &breaker);
+        if reports.is_empty() && read.is_empty() {
             return;
         }
-        health.last_sync_ms.set(now);
-        let ids: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
         let host = self.host.clone();
-        self.host.spawn_background(Box::pin(async move { read_health(&host, &upstash, &ids).await }));
-    }
-
-    /// Reads the shared records now, for memory that starts empty.
-    async fn load_health(&self, targets: &[Target]) {
-        let Some(upstash) = &self.config.upstash else { return };
-        let ids: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
-        read_health(self.host, upstash, &ids).await;
+        self.host.spawn_background(Box::pin(async move {
+            let exchange = Redis::new(&upstash)
+                .exchange_health(&host, &reports, &read, breaker.window(now), WRITE_TIMEOUT_MS)
+                .await;
+            fold_health(&host, &breaker, &reports, &read, exchange.ok());
+        }));
     }
 }
 
-/// Merges the shared records of `ids` into this instance's memory; a Redis failure leaves it as
-/// it was (routing goes on with what it knows).
-async fn read_health<H: Host>(host: &H, upstash: &crate::config::UpstashConfig, ids: &[String]) {
-    let Ok(values) = Redis::new(upstash).health(host, ids).await else {
-        return;
-    };
+/// Reads the shared health of the targets `read` now, for memory that starts empty; a Redis
+/// failure leaves memory as it was (routing goes on with what it knows).
+pub(super) async fn load_health<H: Host>(host: &H, upstash: &UpstashConfig, breaker: &BreakerConfig, read: &[String]) {
+    let window = breaker.window(host.now_ms());
+    let exchange = Redis::new(upstash).exchange_health(host, &[], read, window, upstash.timeout_ms).await;
+    fold_health(host, breaker, &[], read, exchange.ok());
+}
+
+/// Folds what an exchange brought back (`None`: it failed) into this instance's memory, and
+/// logs the breakers that shared counts opened here.
+fn fold_health<H: Host>(
+    host: &H,
+    breaker: &BreakerConfig,
+    reports: &[Report],
+    read: &[String],
+    exchange: Option<HealthExchange>,
+) {
+    let health = host.health();
     let now = host.now_ms();
-    for (id, value) in ids.iter().zip(values) {
-        if let Some(shared) = value.as_deref().and_then(|s| serde_json::from_str::<Shared>(s).ok()) {
-            host.health().merge(id, shared, now);
+    let (added, seen) = exchange.map_or((None, None), |e| (Some(e.added), e.seen));
+    let mut opened = health.confirm(reports, added.as_deref(), now, breaker);
+    for (id, seen) in read.iter().zip(seen.iter().flatten()) {
+        if health.merge(id, seen, now, breaker) {
+            opened.push(id.clone());
         }
+    }
+    for id in opened {
+        let line = json!({"level": "warn", "event": "breaker_opened", "target": id, "by": "shared_counts"});
+        host.log(&line.to_string());
     }
 }
 

@@ -2,8 +2,8 @@
 //! call, when to wait, when to give up, and what the client is told. It is given the targets in
 //! the order to try them, the settings and the deadline; then it is told the time and each
 //! outcome, and answers with the next `Action`. It admits targets and records outcomes through
-//! `Health` (breakers and cool-downs), and says what it changed there (`changed`) so the caller
-//! can log and share it.
+//! `Health` (breakers and cool-downs, which `Health` reports to other isolates), and says what it
+//! changed there (`changed`) so the caller can log it.
 //!
 //! The rules, per failure (`UpstreamError::scope`, refined here):
 //! - retried on the same target, after a backoff: connection errors, 5xx, a 429 whose
@@ -95,7 +95,7 @@ pub struct Settings {
     pub deadline_ms: u64,
 }
 
-/// What the last outcome changed, for the caller to log and share.
+/// What the last outcome changed, for the caller to log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Changed {
     /// The attempt failed (worth an `upstream_failed` line).
@@ -340,8 +340,8 @@ impl<'a, T> Failover<'a, T> {
         let retry_after_ms = self
             .order
             .iter()
-            .map(|t| self.health.shared(&t.id, false))
-            .map(|s| s.cooldown_until_ms.max(s.open_until_ms).saturating_sub(now_ms))
+            .map(|t| self.health.marks(&t.id))
+            .map(|m| m.cool_until_ms.max(m.open_until_ms).saturating_sub(now_ms))
             .filter(|ms| *ms > 0)
             .min();
         Outcome::AllFailed { failures, last, attempts, retry_after_ms }

@@ -6,7 +6,14 @@
 //! |---|---|
 //! | `{prefix}:{digest}` | a cache entry (base64 MessagePack), expiring with its stale window |
 //! | `{prefix}:count:{name}` | a counter of events (stores skipped, ...) |
-//! | `{prefix}:health:{target id}` | what one isolate shares of a target's health |
+//! | `{prefix}:health:{target id}:{slice}:ok`, `...:fail` | calls to a target that succeeded or failed in one slice of the breaker window, over all isolates (`INCRBY`), expiring when the slice leaves the window |
+//! | `{prefix}:health:{target id}:marks` | a sorted set of the target's marks: `open_until`, `closed_at`, `cool_until` (ms since the epoch), each only ever moved later (`ZADD GT`); it expires a window after its latest mark (`PEXPIRE NX`, then `PEXPIRE GT`) |
+//!
+//! Slices are numbered from the epoch (`routing::breaker::BreakerConfig::slice`), so all isolates
+//! add to the same counters. Every health operation commutes: no isolate can erase what another
+//! reported, whatever the order their reports arrive in. Health takes one round trip (a
+//! pipeline) per exchange, reads and writes together. It uses Redis 7.0 commands; the commands of
+//! a pipeline fail one by one, so a store without `PEXPIRE` options only loses the marks' expiry.
 //!
 //! Commands go out through the Upstash REST transport (`upstash.rs`), each bounded by a timeout.
 //! Must not: be bypassed (no other module builds a Redis key or command), or put the token or the
@@ -15,6 +22,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::Value;
+use std::ops::RangeInclusive;
 
 use crate::api::json_type_name;
 use crate::cache::entry::Entry;
@@ -23,6 +31,7 @@ use crate::cache::key::CacheKey;
 use crate::config::UpstashConfig;
 use crate::error::{StoreError, StoreErrorKind, Tier};
 use crate::ports::{Clock, Http};
+use crate::routing::sharing::{Added, Counts, Marks, Report, Seen};
 use crate::stores::upstash::Upstash;
 
 /// The prefix when `DEPLOYMENT_PREFIX` is unset (the key layout of earlier releases).
@@ -42,9 +51,26 @@ pub fn counter_key(prefix: &str, name: &str) -> String {
     format!("{prefix}:count:{name}")
 }
 
-/// The Redis key of a target's shared health record.
-pub fn health_key(prefix: &str, target_id: &str) -> String {
-    format!("{prefix}:health:{target_id}")
+/// The Redis key of a target's count of calls that succeeded (`ok`) or failed in `slice`.
+pub fn outcome_key(prefix: &str, target_id: &str, slice: u64, ok: bool) -> String {
+    format!("{prefix}:health:{target_id}:{slice}:{}", if ok { "ok" } else { "fail" })
+}
+
+/// The Redis key of a target's marks.
+pub fn marks_key(prefix: &str, target_id: &str) -> String {
+    format!("{prefix}:health:{target_id}:marks")
+}
+
+/// The members of a marks set, in the order `ZMSCORE` asks for them.
+const MARKS: [&str; 3] = ["open_until", "closed_at", "cool_until"];
+
+/// What one health exchange brought back.
+#[derive(Debug)]
+pub struct HealthExchange {
+    /// Per report, per slice it reported: the totals after the additions.
+    pub added: Vec<Vec<Added>>,
+    /// Per target read, in order; `None` when none was asked for or the read failed.
+    pub seen: Option<Vec<Seen>>,
 }
 
 /// Redis as the gateway uses it.
@@ -147,28 +173,80 @@ impl<'a> Redis<'a> {
         Ok(values.iter().map(|v| v.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0)).collect())
     }
 
-    /// Shares a target's health record for `ttl_ms`.
-    pub async fn put_health<H: Http + Clock>(
+    /// Adds `reports` to the shared health of targets, then reads the shared health of `read`
+    /// over `slices` (the window), in one round trip.
+    pub async fn exchange_health<H: Http + Clock>(
         &self,
         host: &H,
-        target_id: &str,
-        record: &str,
-        ttl_ms: u64,
+        reports: &[Report],
+        read: &[String],
+        slices: RangeInclusive<u64>,
         timeout_ms: u64,
-    ) -> Result<(), StoreError> {
-        let key = health_key(self.prefix(), target_id);
-        let ttl = ttl_ms.max(1).to_string();
-        self.rest.command(host, "health_put", &["SET", &key, record, "PX", &ttl], 1024, timeout_ms).await.map(|_| ())
-    }
-
-    /// The shared health records of these targets, in order (`None` where there is none).
-    pub async fn health<H: Http + Clock>(
-        &self,
-        host: &H,
-        target_ids: &[String],
-    ) -> Result<Vec<Option<String>>, StoreError> {
-        let keys: Vec<String> = target_ids.iter().map(|id| health_key(self.prefix(), id)).collect();
-        self.mget(host, "health_get", &keys, 64 << 10).await
+    ) -> Result<HealthExchange, StoreError> {
+        let prefix = self.prefix();
+        let mut commands: Vec<Vec<String>> = Vec::new();
+        let mut command = |args: Vec<String>| {
+            commands.push(args);
+            commands.len() - 1
+        };
+        // Where each addition's reply is: per report, per slice, (ok, fail).
+        let mut additions: Vec<Vec<(Option<usize>, Option<usize>)>> = Vec::new();
+        for report in reports {
+            let mut at = Vec::new();
+            for slice in &report.slices {
+                let mut add = |ok: bool, n: u64| {
+                    (n > 0).then(|| {
+                        let key = outcome_key(prefix, &report.target, slice.slice, ok);
+                        let i = command(vec!["INCRBY".into(), key.clone(), n.to_string()]);
+                        command(vec!["PEXPIRE".into(), key, slice.ttl_ms.max(1).to_string()]);
+                        i
+                    })
+                };
+                at.push((add(true, slice.counts.ok), add(false, slice.counts.fail)));
+            }
+            additions.push(at);
+            let marks = report.marks;
+            if !marks.is_empty() {
+                let key = marks_key(prefix, &report.target);
+                let mut zadd = vec!["ZADD".to_owned(), key.clone(), "GT".to_owned()];
+                for (name, ms) in MARKS.iter().zip([marks.open_until_ms, marks.closed_at_ms, marks.cool_until_ms]) {
+                    if ms > 0 {
+                        zadd.extend([ms.to_string(), (*name).to_owned()]);
+                    }
+                }
+                command(zadd);
+                // A new set has no expiry (GT takes that as forever), so NX gives it one first.
+                let ttl = report.marks_ttl_ms.max(1).to_string();
+                command(vec!["PEXPIRE".into(), key.clone(), ttl.clone(), "NX".into()]);
+                command(vec!["PEXPIRE".into(), key, ttl, "GT".into()]);
+            }
+        }
+        let read_at = (!read.is_empty()).then(|| {
+            let mut mget = vec!["MGET".to_owned()];
+            for id in read {
+                for slice in slices.clone() {
+                    mget.extend([outcome_key(prefix, id, slice, true), outcome_key(prefix, id, slice, false)]);
+                }
+            }
+            let at = command(mget);
+            for id in read {
+                let mut zmscore = vec!["ZMSCORE".to_owned(), marks_key(prefix, id)];
+                zmscore.extend(MARKS.iter().map(|m| (*m).to_owned()));
+                command(zmscore);
+            }
+            at
+        });
+        if commands.is_empty() {
+            return Ok(HealthExchange { added: Vec::new(), seen: None });
+        }
+        let replies = self.rest.pipeline(host, "health", &commands, 256 << 10, timeout_ms).await?;
+        let total = |i: Option<usize>| i.and_then(|i| replies[i].as_ref().ok()).and_then(Value::as_u64);
+        let added = additions
+            .iter()
+            .map(|at| at.iter().map(|(ok, fail)| Added { ok: total(*ok), fail: total(*fail) }).collect())
+            .collect();
+        let seen = read_at.and_then(|at| seen(&replies[at..], read.len(), slices));
+        Ok(HealthExchange { added, seen })
     }
 
     async fn mget<H: Http + Clock>(
@@ -190,4 +268,40 @@ impl<'a> Redis<'a> {
             other => Err(err(op, StoreErrorKind::Protocol(format!("MGET returned {}", json_type_name(&other))))),
         }
     }
+}
+
+/// The shared health of `targets` targets from the replies to `MGET` and one `ZMSCORE` each;
+/// `None` when any of them failed or is not what was asked for.
+fn seen(replies: &[Result<Value, String>], targets: usize, slices: RangeInclusive<u64>) -> Option<Vec<Seen>> {
+    let Some((Ok(Value::Array(counts)), marks)) = replies.split_first() else { return None };
+    let per_target = slices.clone().count() * 2;
+    if counts.len() != targets * per_target || marks.len() != targets {
+        return None;
+    }
+    let number = |v: &Value| match v {
+        Value::String(s) => s.parse::<f64>().ok(),
+        other => other.as_f64(),
+    };
+    // A count or a time: a non-negative whole number (scores come back as strings).
+    let whole = |v: &Value| number(v).filter(|n| n.is_finite() && *n >= 0.0).map_or(0, |n| n as u64);
+    counts
+        .chunks(per_target)
+        .zip(marks)
+        .map(|(counts, marks)| {
+            let Ok(Value::Array(marks)) = marks else { return None };
+            let [open_until, closed_at, cool_until] = marks.as_slice() else { return None };
+            Some(Seen {
+                slices: slices
+                    .clone()
+                    .zip(counts.chunks(2))
+                    .map(|(s, c)| (s, Counts { ok: whole(&c[0]), fail: whole(&c[1]) }))
+                    .collect(),
+                marks: Marks {
+                    open_until_ms: whole(open_until),
+                    closed_at_ms: whole(closed_at),
+                    cool_until_ms: whole(cool_until),
+                },
+            })
+        })
+        .collect()
 }

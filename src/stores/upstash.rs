@@ -1,6 +1,8 @@
-//! The Upstash REST transport: one Redis command per call over the `Http` port. `POST {url}`
-//! with a JSON array body and a Bearer token; the reply is `{"result": ...}` or `{"error": "..."}`.
-//! Every call, body read included, is bounded by one timeout.
+//! The Upstash REST transport over the `Http` port, with a Bearer token: one command per call
+//! (`POST {url}` with a JSON array; the reply is `{"result": ...}` or `{"error": "..."}`), or
+//! several in one round trip (`POST {url}/pipeline` with an array of such arrays; the reply is an
+//! array with one `{"result"}` or `{"error"}` per command, in order; not atomic: each command
+//! succeeds or fails on its own). Every call, body read included, is bounded by one timeout.
 //! Must not: build keys or choose commands (that is `stores::redis`), or put the token or the
 //! store URL into an error message.
 
@@ -28,11 +30,11 @@ impl<'a> Upstash<'a> {
         Upstash { config }
     }
 
-    /// The HTTP request for one command, given as its JSON array. The URL and token were checked
-    /// when the configuration was read; should either still not fit a request, the store is
+    /// The HTTP request of a call: `body` to `{url}{path}`. The URL and token were checked when
+    /// the configuration was read; should either still not fit a request, the store is
     /// unavailable, never a panic.
-    fn request(&self, op: &'static str, body: Bytes) -> Result<http::Request<Bytes>, StoreError> {
-        http::Request::post(&self.config.url)
+    fn request(&self, op: &'static str, path: &str, body: Bytes) -> Result<http::Request<Bytes>, StoreError> {
+        http::Request::post(format!("{}{path}", self.config.url))
             .header(http::header::AUTHORIZATION, format!("Bearer {}", self.config.token.expose()))
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body)
@@ -62,9 +64,62 @@ impl<'a> Upstash<'a> {
         reply_limit: usize,
         timeout_ms: u64,
     ) -> Result<Value, StoreError> {
+        let (status, reply) = self.call(host, op, "", body, reply_limit, timeout_ms).await?;
+        match reply {
+            Value::Object(mut map) if status.is_success() => match map.remove("result") {
+                Some(v) => Ok(v),
+                None => Err(err(op, StoreErrorKind::Protocol("reply has no result".into()))),
+            },
+            other => Err(failed(op, status, other)),
+        }
+    }
+
+    /// Runs `commands` in one round trip within `timeout_ms`: each command's `result`, or its
+    /// error message, in order.
+    pub async fn pipeline<H: Http + Clock>(
+        &self,
+        host: &H,
+        op: &'static str,
+        commands: &[Vec<String>],
+        reply_limit: usize,
+        timeout_ms: u64,
+    ) -> Result<Vec<Result<Value, String>>, StoreError> {
+        let body = serde_json::to_vec(commands).map_err(|e| err(op, StoreErrorKind::Protocol(e.to_string())))?;
+        let (status, reply) = self.call(host, op, "/pipeline", Bytes::from(body), reply_limit, timeout_ms).await?;
+        let replies = match reply {
+            Value::Array(replies) if status.is_success() && replies.len() == commands.len() => replies,
+            Value::Array(replies) if status.is_success() => {
+                let why = format!("{} replies to {} commands", replies.len(), commands.len());
+                return Err(err(op, StoreErrorKind::Protocol(why)));
+            }
+            other => return Err(failed(op, status, other)),
+        };
+        replies
+            .into_iter()
+            .map(|reply| match reply {
+                Value::Object(mut map) => match (map.remove("result"), map.remove("error")) {
+                    (Some(v), _) => Ok(Ok(v)),
+                    (None, Some(e)) => Ok(Err(e.as_str().unwrap_or("no error message").to_owned())),
+                    (None, None) => Err(err(op, StoreErrorKind::Protocol("a reply has no result".into()))),
+                },
+                other => Err(err(op, StoreErrorKind::Protocol(format!("a reply is {}", json_type_name(&other))))),
+            })
+            .collect()
+    }
+
+    /// One call: its status and JSON reply.
+    async fn call<H: Http + Clock>(
+        &self,
+        host: &H,
+        op: &'static str,
+        path: &str,
+        body: Bytes,
+        reply_limit: usize,
+        timeout_ms: u64,
+    ) -> Result<(http::StatusCode, Value), StoreError> {
         let exchange = async {
             let response = host
-                .fetch(self.request(op, body)?)
+                .fetch(self.request(op, path, body)?)
                 .await
                 .map_err(|e| err(op, StoreErrorKind::Unavailable(e.to_string())))?;
             let status = response.status();
@@ -73,29 +128,27 @@ impl<'a> Upstash<'a> {
                 .collect(reply_limit)
                 .await
                 .map_err(|e| err(op, StoreErrorKind::Protocol(e.to_string())))?;
-            parse_reply(op, status, &body)
+            let reply: Value = serde_json::from_slice(&body).map_err(|_| {
+                err(op, StoreErrorKind::Protocol(format!("HTTP {status} with a body that is not JSON")))
+            })?;
+            Ok((status, reply))
         };
         with_timeout(host, timeout_ms, exchange).await.unwrap_or_else(|| Err(err(op, StoreErrorKind::Timeout)))
     }
 }
 
-fn parse_reply(op: &'static str, status: http::StatusCode, body: &[u8]) -> Result<Value, StoreError> {
-    let reply: Value = serde_json::from_slice(body)
-        .map_err(|_| err(op, StoreErrorKind::Protocol(format!("HTTP {status} with a body that is not JSON"))))?;
+/// The error of a call that failed as a whole.
+fn failed(op: &'static str, status: http::StatusCode, reply: Value) -> StoreError {
     match reply {
-        Value::Object(mut map) if status.is_success() => match map.remove("result") {
-            Some(v) => Ok(v),
-            None => Err(err(op, StoreErrorKind::Protocol("reply has no result".into()))),
-        },
-        Value::Object(map) => {
+        Value::Object(map) if !status.is_success() => {
             let message = map.get("error").and_then(Value::as_str).unwrap_or("no error message");
             let kind = if status.is_server_error() {
                 StoreErrorKind::Unavailable(format!("HTTP {status}: {message}"))
             } else {
                 StoreErrorKind::Protocol(format!("HTTP {status}: {message}"))
             };
-            Err(err(op, kind))
+            err(op, kind)
         }
-        other => Err(err(op, StoreErrorKind::Protocol(format!("HTTP {status} with {}", json_type_name(&other))))),
+        other => err(op, StoreErrorKind::Protocol(format!("HTTP {status} with {}", json_type_name(&other)))),
     }
 }

@@ -28,7 +28,12 @@ pub fn stream_body(marker: &str) -> String {
 }
 
 pub fn request(stack: &Stack, key: &str, body: &str, headers: &[(&str, &str)]) -> HttpRequest {
-    let mut req = HttpRequest::post(&format!("{}/v1/chat/completions", stack.url()))
+    request_to(&stack.url(), key, body, headers)
+}
+
+/// A chat request to the gateway at `base` (a peer started by `Stack::start_peer`, say).
+pub fn request_to(base: &str, key: &str, body: &str, headers: &[(&str, &str)]) -> HttpRequest {
+    let mut req = HttpRequest::post(&format!("{base}/v1/chat/completions"))
         .header("authorization", &format!("Bearer {key}"))
         .header("content-type", "application/json")
         .timeout(Duration::from_secs(20))

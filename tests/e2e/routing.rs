@@ -1,7 +1,8 @@
 //! Routing on the real runtime, with the fake upstream speaking each provider's wire format:
 //! fallback on 500, on 429 (with cool-down), on a stall and on a rejected key; no fallback on
 //! the client's bad request; stale when all are down; the 503 listing; the breaker opening and
-//! recovering; translated answers, streams and tool calls.
+//! recovering, and opening for a peer on the other host that shares the Redis; translated answers,
+//! streams and tool calls.
 //!
 //! Each scenario has a route (model) and target ids of its own on the routed stack, so one
 //! scenario's breakers and cool-downs never touch another's. Rules match the target's model,
@@ -13,7 +14,7 @@ use devstack::stack::KEY_A;
 use serde_json::{json, Value};
 
 use crate::client::*;
-use crate::runner::{eventually, Ctx, Scenario};
+use crate::runner::{eventually, Ctx, Host, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -25,6 +26,7 @@ pub fn scenarios() -> Vec<Scenario> {
         ("routing::all_down_lists_each_failure", all_down_503),
         ("routing::all_down_with_a_stale_entry_serves_it", all_down_stale),
         ("routing::the_breaker_opens_then_recovers", breaker_opens_and_recovers),
+        ("routing::failures_through_one_host_open_the_breaker_for_the_other", breaker_shared_between_hosts),
         ("routing::anthropic_and_gemini_streams_arrive_as_openai_chunks", translated_streams),
         ("routing::tool_calls_translate_both_ways", tool_calls),
     ]
@@ -238,6 +240,61 @@ fn breaker_opens_and_recovers(ctx: &Ctx) {
     });
     let r = chat_a(&s, &ask("r-400", &marker("closed")));
     assert_eq!(header(&r, "x-provider"), "r5-primary", "closed again");
+}
+
+/// Two gateways of one deployment, one on this host and a peer on the other, share one Redis:
+/// the failures seen through this host open the breaker for the peer, which has seen too few to
+/// open it alone. The peer on Spin reads Redis before routing; on workerd it routes on what its
+/// isolate knows and reads after the response, so its first request may still call the target.
+fn breaker_shared_between_hosts(ctx: &Ctx) {
+    let breaker = [
+        ("BREAKER_MIN_REQUESTS", "4"),
+        ("BREAKER_ERROR_PERCENT", "50"),
+        ("BREAKER_OPEN_SECONDS", "60"),
+        ("RETRIES_PER_TARGET", "0"),
+    ];
+    let s = ctx.stack_with(vars(), &breaker);
+    let other = ctx.host.other();
+    let peer = s.start_peer(other.kind()).unwrap_or_else(|e| panic!("a peer on {}: {e}", other.name()));
+    let rule = model_in_body("r5-primary");
+    s.fake().add_rule(&rule, json!([{"kind": "status", "status": 500}]), true);
+    for i in 0..4 {
+        let r = chat_a(&s, &ask("r-400", &marker(&format!("shared{i}"))));
+        assert_eq!(header(&r, "x-provider"), "r5-secondary");
+    }
+    // Spin reads before a request what the one before wrote after its response: allow a request
+    // or two more for the fourth failure to be counted.
+    eventually(Duration::from_secs(10), "the breaker to open through this host", || {
+        let r = chat_a(&s, &ask("r-400", &marker("shared-open")));
+        (header(&r, "x-attempts") == "1").then_some(())
+    });
+    assert!(s.worker.log().contains("breaker_opened"));
+    eventually(Duration::from_secs(10), "the opening to be reported to Redis", || {
+        let until = redis(&s, json!(["ZSCORE", "llmc1:health:r5-primary:marks", "open_until"]));
+        (!until.is_null()).then_some(())
+    });
+    let before_peer = s.fake().calls(&rule);
+    assert!(before_peer >= 4, "{before_peer} failures through this host");
+    let mut answers = Vec::new();
+    for i in 0..10 {
+        let r = request_to(&peer.url(), KEY_A, &ask("r-400", &marker(&format!("peer{i}"))), &[])
+            .send()
+            .unwrap_or_else(|e| panic!("the peer on {} did not answer: {e}", other.name()));
+        assert_eq!((r.status, header(&r, "x-provider")), (200, "r5-secondary"), "{}", r.text());
+        answers.push(header(&r, "x-attempts").to_owned());
+        if answers.last().is_some_and(|a| a == "1") {
+            break;
+        }
+        // The peer's report and read run after its response.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(answers.last().map(String::as_str), Some("1"), "the peer skips the open target: {answers:?}");
+    let by_peer = s.fake().calls(&rule) - before_peer;
+    assert!(by_peer < 4, "the peer called the target {by_peer} times: enough to open its breaker alone");
+    if other == Host::Spin {
+        assert_eq!(by_peer, 0, "a Spin instance reads Redis before routing");
+    }
+    drop(peer);
 }
 
 fn read_chunks(r: &devstack::HttpResponse) -> (String, Vec<Value>) {

@@ -20,6 +20,14 @@ impl Host {
         &[Host::Cloudflare, Host::Spin]
     }
 
+    /// The host a scenario's peer runs on: the other one.
+    pub fn other(self) -> Host {
+        match self {
+            Host::Cloudflare => Host::Spin,
+            Host::Spin => Host::Cloudflare,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Host::Cloudflare => "cloudflare",

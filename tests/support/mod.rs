@@ -119,6 +119,12 @@ impl World {
         });
     }
 
+    /// Another isolate (or Spin instance) of the same deployment: the same clock, stores,
+    /// providers and Redis, and a memory of its own.
+    pub fn another_isolate(&self) -> World {
+        World { host: self.host.another_isolate(), config: self.config.clone(), upstash: self.upstash.clone() }
+    }
+
     pub fn upstream_calls(&self) -> usize {
         self.host.sent_to(UPSTREAM).len()
     }
@@ -169,6 +175,11 @@ impl Default for World {
     fn default() -> Self {
         World::new()
     }
+}
+
+/// Whether Redis holds no cache entry (health counters and marks aside).
+pub fn no_entries(w: &World) -> bool {
+    w.upstash.keys().iter().all(|k| k.contains(":health:"))
 }
 
 pub fn body_with(content: &str) -> String {

@@ -1,6 +1,7 @@
 //! The `Memory` port. A Spin instance serves one request, so this memory starts empty every time:
 //! what one request learns about a target's health reaches the next only through Redis (the core
-//! reads the shared records before routing when the host says its memory does not last).
+//! reads the shared counts and marks before routing, and reports after the response, when the
+//! host says its memory does not last).
 
 use super::SpinHost;
 use crate::ports::Memory;

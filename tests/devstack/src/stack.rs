@@ -118,6 +118,8 @@ pub struct Stack {
     pub upstream: Option<UpstreamHandle>,
     pub upstash: UpstashHandle,
     pub redis: RedisServer,
+    /// The worker's vars, `{upstream}` resolved (what a peer starts with).
+    vars: Vec<(String, String)>,
 }
 
 impl Stack {
@@ -150,16 +152,16 @@ impl Stack {
             vars.retain(|(existing, _)| *existing != k);
             vars.push((k, v.replace("{upstream}", &fake_url)));
         }
-        let worker = match options.host {
-            HostKind::Cloudflare => {
-                if options.kv_unbound {
-                    vars.push(("KV_BINDING".to_owned(), "NO_SUCH_BINDING".to_owned()));
-                }
-                Worker::Workerd(WorkerProcess::start(&vars, options.port)?)
-            }
-            HostKind::Spin => Worker::Spin(SpinProcess::start(&vars, options.port, !options.kv_unbound)?),
-        };
-        Ok(Stack { worker, upstream, upstash, redis })
+        let worker = start_worker(options.host, &vars, options.kv_unbound, options.port)?;
+        Ok(Stack { worker, upstream, upstash, redis, vars })
+    }
+
+    /// Another gateway on `host`, with this stack's vars: the same Redis (through the same
+    /// Upstash endpoint) and upstream, its own memory and tier 1. What a second isolate or
+    /// instance of one deployment shares with the first is what Redis holds. Drop it before the
+    /// stack.
+    pub fn start_peer(&self, host: HostKind) -> Result<Worker, StackError> {
+        start_worker(host, &self.vars, false, 0)
     }
 
     pub fn url(&self) -> String {
@@ -170,4 +172,17 @@ impl Stack {
     pub fn fake(&self) -> &UpstreamHandle {
         self.upstream.as_ref().expect("this stack uses the fake upstream")
     }
+}
+
+fn start_worker(host: HostKind, vars: &[(String, String)], kv_unbound: bool, port: u16) -> Result<Worker, StackError> {
+    Ok(match host {
+        HostKind::Cloudflare => {
+            let mut vars = vars.to_vec();
+            if kv_unbound {
+                vars.push(("KV_BINDING".to_owned(), "NO_SUCH_BINDING".to_owned()));
+            }
+            Worker::Workerd(WorkerProcess::start(&vars, port)?)
+        }
+        HostKind::Spin => Worker::Spin(SpinProcess::start(vars, port, !kv_unbound)?),
+    })
 }
