@@ -136,6 +136,9 @@ pub trait Kv {
     /// to itself.
     async fn kv_put(&self, key: &str, value: Bytes, ttl_seconds: Option<u64>) -> Result<(), PortError>;
     async fn kv_delete(&self, key: &str) -> Result<(), PortError>;
+    /// Up to `limit` keys greater than `after`, in ascending order: for sweeping a store without
+    /// TTL (Spin). A store with TTL (`min_ttl_seconds` set) is never swept and may return none.
+    async fn kv_keys_after(&self, after: &str, limit: usize) -> Result<Vec<String>, PortError>;
 }
 
 /// Outbound HTTP. The response body may stream; the caller bounds time and size.

@@ -197,6 +197,14 @@ impl Kv for MemHost {
         self.state.kv.borrow_mut().remove(key);
         Ok(())
     }
+
+    async fn kv_keys_after(&self, after: &str, limit: usize) -> Result<Vec<String>, PortError> {
+        self.kv_wait().await?;
+        let mut keys: Vec<String> = self.state.kv.borrow().keys().filter(|k| k.as_str() > after).cloned().collect();
+        keys.sort();
+        keys.truncate(limit);
+        Ok(keys)
+    }
 }
 
 impl Http for MemHost {

@@ -99,6 +99,13 @@ impl CacheKey {
         &self.0
     }
 
+    /// Whether a store key is the key of a cache entry (and not, say, a health probe's).
+    pub fn is_entry_key(key: &str) -> bool {
+        key.split_once(':').is_some_and(|(version, hex)| {
+            version == "llmc1" && hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+    }
+
     /// The digest alone, in hex (what follows the version prefix).
     pub fn digest_hex(&self) -> &str {
         self.0.split_once(':').map_or(self.0.as_str(), |(_, hex)| hex)

@@ -47,11 +47,31 @@ impl<H: Host> Writes<H> {
             }
         };
         let (kv_result, redis_result) = join(kv_write, redis_write).await;
+        if to_kv && kv_result.is_ok() {
+            self.maybe_sweep().await;
+        }
         for e in [kv_result.err(), redis_result.err()].into_iter().flatten() {
             log_store_error(host, &self.request_id, &e);
             if matches!(e.kind, StoreErrorKind::TooLarge { .. }) {
                 counters::bump(host, self.upstash.as_ref(), too_large_counter(e.tier)).await;
             }
+        }
+    }
+}
+
+impl<H: Host> Writes<H> {
+    /// On a store without TTL, one write in `SWEEP_ONE_WRITE_IN` sweeps tier 1 from a random
+    /// point (see `stores::kv::sweep`), logged when it deleted anything.
+    async fn maybe_sweep(&self) {
+        let host = &self.host;
+        if host.kv_limits().min_ttl_seconds.is_some() || !host.random_u64().is_multiple_of(kv::SWEEP_ONE_WRITE_IN) {
+            return;
+        }
+        let start = format!("llmc1:{:016x}", host.random_u64());
+        let swept = kv::sweep(host, &start, WRITE_TIMEOUT_MS).await;
+        if swept.deleted > 0 {
+            let line = json!({"level": "info", "event": "kv_sweep", "request_id": self.request_id, "examined": swept.examined, "deleted": swept.deleted});
+            host.log(&line.to_string());
         }
     }
 }

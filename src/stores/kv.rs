@@ -2,14 +2,15 @@
 //!
 //! Limits of the store (key and value size, the shortest TTL it accepts) come from the port and
 //! are checked before a write (the value's through `cache::fit`, as the gateway checked it), so an
-//! oversize entry is skipped and reported, never sent.
+//! oversize entry is skipped and reported, never sent. A store without TTL (Spin) is swept now
+//! and then (`sweep`), so entries that are never read again do not stay forever.
 
 use bytes::Bytes;
 
 use crate::cache::entry::Entry;
 use crate::cache::fit::{self, Place};
 use crate::cache::key::CacheKey;
-use crate::cache::verdict;
+use crate::cache::verdict::{self, Freshness};
 use crate::error::{StoreError, StoreErrorKind, Tier};
 use crate::ports::{with_timeout, Clock, Kv};
 
@@ -53,6 +54,55 @@ pub async fn put<H: Kv + Clock>(
         Some(Err(e)) => Err(err("put", StoreErrorKind::Unavailable(e.to_string()))),
         Some(Ok(())) => Ok(()),
     }
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub examined: usize,
+    pub deleted: usize,
+}
+
+/// One in this many tier-1 writes on a store without TTL sweeps (`sweep`).
+pub const SWEEP_ONE_WRITE_IN: u64 = 32;
+/// Entries a sweep examines: twice `SWEEP_ONE_WRITE_IN`, so that every write examines two entries
+/// on average. In a steady state a sweep deletes one entry per write once half of what it
+/// examines is past its stale window, so the store holds at most about twice its live entries.
+pub const SWEEP_EXAMINES: usize = 64;
+
+/// Deletes entries past their stale window (and unreadable ones) among the `SWEEP_EXAMINES`
+/// entry keys that follow `start` (wrapping to the first keys), for a store without TTL (Spin):
+/// without it, an entry that is never read again would stay forever. `start` should be random
+/// (keys are hex digests, so any start is a fair sample). Errors end the sweep early: fail open.
+pub async fn sweep<H: Kv + Clock>(host: &H, start: &str, timeout_ms: u64) -> Swept {
+    let mut swept = Swept::default();
+    let mut keys = match with_timeout(host, timeout_ms, host.kv_keys_after(start, SWEEP_EXAMINES)).await {
+        Some(Ok(keys)) => keys,
+        _ => return swept,
+    };
+    if keys.len() < SWEEP_EXAMINES {
+        let rest = SWEEP_EXAMINES - keys.len();
+        if let Some(Ok(more)) = with_timeout(host, timeout_ms, host.kv_keys_after("", rest)).await {
+            keys.extend(more.into_iter().filter(|k| k.as_str() <= start));
+        }
+    }
+    for key in keys.into_iter().filter(|k| CacheKey::is_entry_key(k)) {
+        swept.examined += 1;
+        let expired = match with_timeout(host, timeout_ms, host.kv_get(&key)).await {
+            Some(Ok(Some(bytes))) => {
+                Entry::decode(&bytes).map_or(true, |e| verdict::freshness(&e, host.now_ms()) == Freshness::Expired)
+            }
+            Some(Ok(None)) => false,
+            _ => return swept,
+        };
+        if expired {
+            match with_timeout(host, timeout_ms, host.kv_delete(&key)).await {
+                Some(Ok(())) => swept.deleted += 1,
+                _ => return swept,
+            }
+        }
+    }
+    swept
 }
 
 /// Removes an entry (expired entries on a store without TTL).

@@ -22,6 +22,7 @@ pub fn scenarios() -> Vec<Scenario> {
         ("cache::only_if_cached_is_504_on_a_miss", only_if_cached),
         ("cache::the_provider_gets_the_gateway_key_and_the_request", provider_gets_gateway_key),
         ("cache::an_entry_over_the_hosts_kv_limit_is_served_from_redis", over_kv_limit),
+        ("cache::tier_one_without_ttl_is_swept", swept),
     ]
 }
 
@@ -191,4 +192,30 @@ fn over_kv_limit(ctx: &Ctx) {
         Host::Spin => assert!(skipped >= 1, "counted on Spin: {health}"),
     }
     assert_eq!(s.fake().calls(&m), 1);
+}
+
+/// Spin's store has no TTL: writes sweep it now and then, deleting what can never answer again
+/// (here an unreadable entry). Workers KV expires entries itself and is never swept.
+fn swept(ctx: &Ctx) {
+    let s = ctx.own_stack(&[]);
+    let b = body(&marker("sweep-target"));
+    let key = key_of("tenant-a", &b);
+    s.worker.kv_put_local(key.as_str(), "this is not an entry").expect("kv put");
+    let tier_one = |s: &devstack::stack::Stack| {
+        let r = chat(s, KEY_A, &b, &[("cache-control", "only-if-cached")]);
+        header(&r, "cache-status").split(", ").find(|m| m.starts_with("edge-kv")).map(str::to_owned).expect("edge-kv")
+    };
+    assert_eq!(tier_one(&s), "edge-kv; fwd=miss; detail=garbage");
+    // One write in 32 sweeps, and a sweep examines the whole of this small store: after 300
+    // writes the chance that none swept is below 1 in 10,000.
+    let m = marker("sweep-writes");
+    for i in 0..300 {
+        assert_eq!(chat_a(&s, &body(&format!("{m}-{i}"))).status, 200);
+    }
+    match ctx.host {
+        Host::Spin => eventually(Duration::from_secs(10), "the unreadable entry to be swept", || {
+            (tier_one(&s) == "edge-kv; fwd=uri-miss").then_some(())
+        }),
+        Host::Cloudflare => assert_eq!(tier_one(&s), "edge-kv; fwd=miss; detail=garbage", "never swept"),
+    }
 }

@@ -38,4 +38,9 @@ impl Kv for CfHost {
     async fn kv_delete(&self, key: &str) -> Result<(), PortError> {
         self.store()?.delete(key).await.map_err(|e| PortError::Failed(e.to_string()))
     }
+
+    /// Workers KV expires entries itself (every write has a TTL): it is never swept.
+    async fn kv_keys_after(&self, _after: &str, _limit: usize) -> Result<Vec<String>, PortError> {
+        Ok(Vec::new())
+    }
 }

@@ -43,4 +43,20 @@ impl Kv for SpinHost {
     async fn kv_delete(&self, key: &str) -> Result<(), PortError> {
         self.store().await?.delete(key).await.map_err(|e| PortError::Failed(format!("{e:?}")))
     }
+
+    /// Spin lists every key of a store, unordered: keep the `limit` smallest after `after`.
+    async fn kv_keys_after(&self, after: &str, limit: usize) -> Result<Vec<String>, PortError> {
+        let mut keys = self.store().await?.get_keys().await;
+        let mut kept = std::collections::BTreeSet::new();
+        while let Some(key) = keys.next().await {
+            if key.as_str() > after {
+                kept.insert(key);
+                if kept.len() > limit {
+                    kept.pop_last();
+                }
+            }
+        }
+        keys.result().await.map_err(|e| PortError::Failed(format!("{e:?}")))?;
+        Ok(kept.into_iter().collect())
+    }
 }
