@@ -11,12 +11,14 @@
 //!
 //! Module map: `manifest` (spin.toml subset), `routes` (route matching), `variables`
 //! (spin:variables), `kv` (spin:key-value over SQLite), `outbound` (allow-list for wasi:http),
-//! `runtime` (wasmtime, one instance per request, post-response work), `reuse` (instance reuse
-//! settings and their `spin up` syntax), `server` (HTTP, spin-* headers, spawn/shutdown),
-//! `bindings` (generated from `wit/`).
+//! `runtime` (wasmtime engine, components, execution of a request), `instances` (instance reuse
+//! as Spin does it, post-response work, response bodies), `reuse` (the reuse settings and their
+//! `spin up` syntax), `server` (HTTP, spin-* headers, TCP options, spawn/shutdown), `bindings`
+//! (generated from `wit/`).
 
 pub mod bindings;
 pub mod error;
+pub(crate) mod instances;
 pub mod kv;
 pub mod manifest;
 pub mod outbound;

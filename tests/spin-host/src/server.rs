@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::manifest::Manifest;
+use crate::reuse::InstanceReuse;
 use crate::routes::{RouteMatch, Router};
 use crate::runtime::{App, RuntimeOptions};
 
@@ -40,8 +41,10 @@ pub struct Options {
     pub kv_dir: Option<PathBuf>,
     /// `--variable name=value` values.
     pub variables: Vec<(String, String)>,
-    /// Bound on a guest's work after it has responded (and on sending the body).
+    /// Bound on an instance's work after its last response (guest tasks, bodies being sent).
     pub post_response_timeout: Duration,
+    /// Instance reuse; the default is Spin's (128 requests, 16 at once, 1 s idle).
+    pub reuse: InstanceReuse,
 }
 
 impl Options {
@@ -53,6 +56,7 @@ impl Options {
             kv_dir: None,
             variables: Vec::new(),
             post_response_timeout: Duration::from_secs(30),
+            reuse: InstanceReuse::default(),
         }
     }
 }
@@ -154,6 +158,7 @@ pub async fn start(manifest: &Manifest, options: &Options) -> Result<(Server, So
         variables: options.variables.clone(),
         kv_dir: options.kv_dir.clone(),
         post_response_timeout: options.post_response_timeout,
+        reuse: options.reuse,
     };
     let manifest_copy = manifest.clone();
     let app = tokio::task::spawn_blocking(move || App::load(&manifest_copy, &runtime_options))
