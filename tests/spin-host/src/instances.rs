@@ -262,6 +262,8 @@ impl Instance {
             dispatch(component, job);
         }
         if let Err(e) = result.and_then(|inner| inner) {
+            // Bodies still open are cut when the store goes: say so, or they would end cleanly.
+            bodies.stopped.store(true, Ordering::SeqCst);
             let message = wasm_message(&e);
             // Before a response, the error becomes the 500 (logged by the server); after it,
             // this log line is the only trace.
@@ -389,7 +391,7 @@ async fn answer(
                 accessor.with(|mut access| response.into_http_with_getter(&mut access, request_io, http_view))?;
             let guard = bodies.open();
             // If nobody waits any more, the response and its guard are dropped right here.
-            reply.send(Ok(response.map(|body| GuardedBody { body, _guard: guard }.boxed())));
+            reply.send(Ok(response.map(|body| GuardedBody { body, guard }.boxed())));
         }
         Err(code) => {
             reply.send(Err(ExecuteError::ErrorCode { component: component.to_string(), code: format!("{code:?}") }));
@@ -403,6 +405,8 @@ async fn answer(
 pub(crate) struct Bodies {
     open: AtomicUsize,
     waker: Mutex<Option<Waker>>,
+    /// The instance was stopped (trap, post-response timeout) with bodies still open.
+    stopped: AtomicBool,
 }
 
 impl Bodies {
@@ -420,6 +424,13 @@ impl Bodies {
 
 /// Held by a response body; dropping it (body sent, or abandoned) lets the instance go on.
 pub(crate) struct BodyGuard(Arc<Bodies>);
+
+impl BodyGuard {
+    /// Whether the instance was stopped before this body was done: its end is then a cut.
+    pub(crate) fn instance_stopped(&self) -> bool {
+        self.0.stopped.load(Ordering::SeqCst)
+    }
+}
 
 impl Drop for BodyGuard {
     fn drop(&mut self) {

@@ -318,9 +318,13 @@ impl App {
 /// A response body that tells its instance, by being dropped, that it has been fully sent (or
 /// abandoned by the client), so the store is kept until then. Spin did the same with its
 /// `NotifyOnDropBody` when it ran one request per store.
+///
+/// If the instance is stopped (a trap, the post-response timeout) while the body is still being
+/// written, wasmtime ends the body as if it were complete; this ends it with an error instead, so
+/// hyper aborts the connection and the client sees an incomplete response, not a short one.
 pub(crate) struct GuardedBody {
     pub(crate) body: ResponseBody,
-    pub(crate) _guard: BodyGuard,
+    pub(crate) guard: BodyGuard,
 }
 
 impl GuardedBody {
@@ -334,11 +338,16 @@ impl Body for GuardedBody {
     type Error = wasmtime_wasi_http::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(None) if self.guard.instance_stopped() => {
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)))
+            }
+            other => other,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        !self.guard.instance_stopped() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
