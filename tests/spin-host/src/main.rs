@@ -19,6 +19,7 @@ const USAGE: &str = "\
 usage: spin-host up [--from PATH] [--listen ADDR] [--kv-dir DIR] [--variable NAME=VALUE]...
                     [--post-response-timeout SECONDS] [--max-instance-reuse-count N]
                     [--max-instance-concurrent-reuse-count N] [--idle-instance-timeout DURATION]
+                    [--tcp-nodelay]
        spin-host kv-set --kv-dir DIR [--store default] KEY VALUE
 
   --from PATH       the application manifest (default: spin.toml)
@@ -36,7 +37,8 @@ usage: spin-host up [--from PATH] [--listen ADDR] [--kv-dir DIR] [--variable NAM
                     requests one instance serves at once (default: 16, as Spin; a range too)
   --idle-instance-timeout DURATION
                     how long an idle instance waits for another request (default: 1s, as Spin;
-                    seconds, or with s/ms/us/ns; a range too)";
+                    seconds, or with s/ms/us/ns; a range too)
+  --tcp-nodelay     set TCP_NODELAY on accepted connections (default: off, as Spin)";
 
 fn parse(args: &[String]) -> Result<Options, Error> {
     let usage = |msg: &str| Error::Usage(format!("{msg}\n\n{USAGE}"));
@@ -55,6 +57,13 @@ fn parse(args: &[String]) -> Result<Options, Error> {
         };
         if flag == "-h" || flag == "--help" {
             return Err(Error::Usage(USAGE.into()));
+        }
+        if flag == "--tcp-nodelay" {
+            if inline.is_some() {
+                return Err(usage("--tcp-nodelay takes no value"));
+            }
+            options.tcp_nodelay = true;
+            continue;
         }
         let value = match inline {
             Some(v) => v,
