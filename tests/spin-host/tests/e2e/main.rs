@@ -6,6 +6,7 @@ mod cli;
 mod inbound;
 mod kv;
 mod outbound;
+mod reuse;
 mod startup;
 mod support;
 mod variables;
