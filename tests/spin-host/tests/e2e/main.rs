@@ -9,4 +9,5 @@ mod outbound;
 mod reuse;
 mod startup;
 mod support;
+mod tcp;
 mod variables;
