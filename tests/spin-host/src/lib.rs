@@ -11,14 +11,18 @@
 //!
 //! Module map: `manifest` (spin.toml subset), `routes` (route matching), `variables`
 //! (spin:variables), `kv` (spin:key-value over SQLite), `outbound` (allow-list for wasi:http),
-//! `runtime` (wasmtime, one instance per request, post-response work), `server` (HTTP, spin-*
-//! headers, spawn/shutdown), `bindings` (generated from `wit/`).
+//! `runtime` (wasmtime engine, components, execution of a request), `instances` (instance reuse
+//! as Spin does it, post-response work, response bodies), `reuse` (the reuse settings and their
+//! `spin up` syntax), `server` (HTTP, spin-* headers, TCP options, spawn/shutdown), `bindings`
+//! (generated from `wit/`).
 
 pub mod bindings;
 pub mod error;
+pub(crate) mod instances;
 pub mod kv;
 pub mod manifest;
 pub mod outbound;
+pub mod reuse;
 pub mod routes;
 pub mod runtime;
 pub mod server;
@@ -27,4 +31,5 @@ pub mod variables;
 pub use error::Error;
 pub use kv::KvBackend;
 pub use manifest::Manifest;
+pub use reuse::InstanceReuse;
 pub use server::{Options, Server, SpinHostHandle, spawn, start};

@@ -13,11 +13,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use spin_host::{Error, Manifest, Options};
+use spin_host::{Error, Manifest, Options, reuse};
 
 const USAGE: &str = "\
 usage: spin-host up [--from PATH] [--listen ADDR] [--kv-dir DIR] [--variable NAME=VALUE]...
-                    [--post-response-timeout SECONDS]
+                    [--post-response-timeout SECONDS] [--max-instance-reuse-count N]
+                    [--max-instance-concurrent-reuse-count N] [--idle-instance-timeout DURATION]
+                    [--tcp-nodelay]
        spin-host kv-set --kv-dir DIR [--store default] KEY VALUE
 
   --from PATH       the application manifest (default: spin.toml)
@@ -26,7 +28,17 @@ usage: spin-host up [--from PATH] [--listen ADDR] [--kv-dir DIR] [--variable NAM
                     (default: in memory, lost at exit)
   --variable N=V    value of application variable N (repeatable); SPIN_VARIABLE_<N> works too
   --post-response-timeout S
-                    how long a component may keep working after responding (default: 30)";
+                    how long an instance may keep working after its last response (default: 30)
+  --max-instance-reuse-count N
+                    requests one instance serves before it is dropped (default: 128, as Spin
+                    for WASIp3 components; 1 = a fresh instance per request). N may be a
+                    range a..b: each new instance draws its own value.
+  --max-instance-concurrent-reuse-count N
+                    requests one instance serves at once (default: 16, as Spin; a range too)
+  --idle-instance-timeout DURATION
+                    how long an idle instance waits for another request (default: 1s, as Spin;
+                    seconds, or with s/ms/us/ns; a range too)
+  --tcp-nodelay     set TCP_NODELAY on accepted connections (default: off, as Spin)";
 
 fn parse(args: &[String]) -> Result<Options, Error> {
     let usage = |msg: &str| Error::Usage(format!("{msg}\n\n{USAGE}"));
@@ -45,6 +57,13 @@ fn parse(args: &[String]) -> Result<Options, Error> {
         };
         if flag == "-h" || flag == "--help" {
             return Err(Error::Usage(USAGE.into()));
+        }
+        if flag == "--tcp-nodelay" {
+            if inline.is_some() {
+                return Err(usage("--tcp-nodelay takes no value"));
+            }
+            options.tcp_nodelay = true;
+            continue;
         }
         let value = match inline {
             Some(v) => v,
@@ -69,6 +88,18 @@ fn parse(args: &[String]) -> Result<Options, Error> {
                     .filter(|s: &f64| s.is_finite() && *s > 0.0)
                     .ok_or_else(|| usage(&format!("--post-response-timeout {value:?}: not a positive number")))?;
                 options.post_response_timeout = Duration::from_secs_f64(secs);
+            }
+            "--max-instance-reuse-count" => {
+                options.reuse.max_requests =
+                    reuse::parse_count_range(&value).map_err(|e| usage(&format!("{flag}: {e}")))?;
+            }
+            "--max-instance-concurrent-reuse-count" => {
+                options.reuse.max_concurrent =
+                    reuse::parse_count_range(&value).map_err(|e| usage(&format!("{flag}: {e}")))?;
+            }
+            "--idle-instance-timeout" => {
+                options.reuse.idle_timeout =
+                    reuse::parse_duration_range(&value).map_err(|e| usage(&format!("{flag}: {e}")))?;
             }
             other => return Err(usage(&format!("unknown option {other:?}"))),
         }

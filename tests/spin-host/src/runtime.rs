@@ -1,17 +1,17 @@
-//! The Wasm side: one wasmtime engine and linker, the application's compiled components, and the
-//! execution of one request in a fresh instance (as Spin does: no instance reuse).
+//! The Wasm side: one wasmtime engine and linker, the application's compiled components, and how
+//! a request reaches an instance. Instances are reused as Spin 4 reuses them for WASIp3 HTTP
+//! components (up to 128 requests each, up to 16 at once, dropped after 1 s idle, by default);
+//! the pool and the instances' event loops are in `instances.rs`.
 //!
 //! WASIp3 lets a guest keep running after it has returned its response (`task.return` ends the
-//! call, not the task). So the store is kept alive, and its event loop (`run_concurrent`) keeps
-//! running, until BOTH the guest's tasks have exited (`Accessor::poll_no_interesting_tasks`) AND
-//! the response body has been fully sent or dropped; the whole post-response phase is bounded by
+//! call, not the task). So a store is kept alive, and its event loop (`run_concurrent`) keeps
+//! running, until the guest's tasks have exited (`Accessor::poll_no_interesting_tasks`) AND every
+//! response body of that instance has been fully sent or dropped; that phase is bounded by
 //! `post_response_timeout`. See README.md for what wasmtime 48 and Spin do. This module must not
 //! know about sockets or hyper: it takes an `http::Request` and gives back an `http::Response`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,26 +19,27 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
-use tokio::sync::{Notify, oneshot};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p3::Request as WasiRequest;
-use wasmtime_wasi_http::p3::bindings::ServicePre;
+use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 use wasmtime_wasi_http::{
     DEFAULT_FORBIDDEN_HEADERS, ForbiddenHeaderFilter, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
 use crate::error::{Error, wasm_message};
+use crate::instances::{BodyGuard, Instances, Job, Pool, Reply, dispatch};
 use crate::kv::{KvBackend, KvState, KvView, SpinKeyValue};
 use crate::manifest::Manifest;
 use crate::outbound::{AllowedHosts, OutboundHooks};
+use crate::reuse::InstanceReuse;
 use crate::variables::{Resolver, SpinVariables, VariablesState, component_values};
 
 /// The body of a response produced by a guest.
 pub type ResponseBody = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 
-/// The data of one store (one request's instance).
+/// The data of one store (one instance, which may serve many requests).
 pub struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -60,11 +61,11 @@ impl WasiHttpView for HostState {
     }
 }
 
-fn http_view(state: &mut HostState) -> WasiHttpCtxView<'_> {
+pub(crate) fn http_view(state: &mut HostState) -> WasiHttpCtxView<'_> {
     state.http()
 }
 
-/// One component, compiled and linked, with everything its instances need.
+/// One component, compiled and linked, with everything its instances need, and its instances.
 pub struct ComponentRuntime {
     id: Arc<str>,
     pre: ServicePre<HostState>,
@@ -72,12 +73,44 @@ pub struct ComponentRuntime {
     kv_stores: Arc<BTreeSet<String>>,
     variables: Arc<BTreeMap<String, String>>,
     environment: Vec<(String, String)>,
+    shared: Arc<Shared>,
+    pool: Pool,
 }
 
 impl ComponentRuntime {
     /// The component id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// A fresh store for a new instance of this component.
+    pub(crate) fn new_store(&self) -> Store<HostState> {
+        let mut wasi = WasiCtx::builder();
+        wasi.inherit_stdout().inherit_stderr().envs(&self.environment);
+        // Raw sockets are not part of what spin-host implements: outbound goes through wasi:http.
+        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        let state = HostState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            hooks: OutboundHooks::new(Arc::clone(&self.id), Arc::clone(&self.allowed_hosts)),
+            table: ResourceTable::new(),
+            kv: KvState::new(Arc::clone(&self.shared.kv), Arc::clone(&self.kv_stores)),
+            vars: VariablesState { values: Arc::clone(&self.variables) },
+        };
+        Store::new(&self.shared.engine, state)
+    }
+
+    /// Instantiate this component in `store`.
+    pub(crate) async fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Service> {
+        self.pre.instantiate_async(store).await
     }
 }
 
@@ -88,42 +121,26 @@ pub struct RuntimeOptions {
     pub variables: Vec<(String, String)>,
     /// Directory of the SQLite key-value database; in memory when `None`.
     pub kv_dir: Option<std::path::PathBuf>,
-    /// How long a guest may keep working after its response (and the response body may take).
+    /// How long an instance may keep working after its last response (background work and
+    /// response bodies still being sent).
     pub post_response_timeout: Duration,
+    /// How instances are reused (Spin's `--max-instance-*` and `--idle-instance-timeout`).
+    pub reuse: InstanceReuse,
+}
+
+/// What every instance of the application shares.
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    pub(crate) kv: Arc<KvBackend>,
+    pub(crate) post_response_timeout: Duration,
+    pub(crate) reuse: InstanceReuse,
+    pub(crate) instances: Instances,
 }
 
 /// A loaded application: every component compiled, every variable resolved.
 pub struct App {
-    engine: Engine,
     components: BTreeMap<String, Arc<ComponentRuntime>>,
-    kv: Arc<KvBackend>,
-    post_response_timeout: Duration,
-    instances: Arc<Instances>,
-}
-
-/// Counts live instances (request plus post-response work) so shutdown can wait for them.
-#[derive(Default)]
-struct Instances {
-    live: AtomicUsize,
-    idle: Notify,
-}
-
-/// Decrements the live-instance count when the instance's task ends (even by panic).
-struct LiveInstance(Arc<Instances>);
-
-impl LiveInstance {
-    fn new(instances: &Arc<Instances>) -> Self {
-        instances.live.fetch_add(1, Ordering::SeqCst);
-        Self(Arc::clone(instances))
-    }
-}
-
-impl Drop for LiveInstance {
-    fn drop(&mut self) {
-        if self.0.live.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
+    shared: Arc<Shared>,
 }
 
 /// Hooks used only to convert the inbound request: like the defaults, except that `host` is
@@ -208,6 +225,13 @@ impl App {
         let engine = engine()?;
         let linker = linker(&engine).map_err(|e| Error::Runtime(wasm_message(&e)))?;
         let kv = KvBackend::open(options.kv_dir.as_deref())?;
+        let shared = Arc::new(Shared {
+            engine: engine.clone(),
+            kv,
+            post_response_timeout: options.post_response_timeout,
+            reuse: options.reuse,
+            instances: Instances::default(),
+        });
         let mut components = BTreeMap::new();
         for (id, decl) in &manifest.components {
             for label in &decl.key_value_stores {
@@ -243,16 +267,12 @@ impl App {
                 kv_stores: Arc::new(decl.key_value_stores.iter().cloned().collect()),
                 variables: Arc::new(variables),
                 environment: decl.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                shared: Arc::clone(&shared),
+                pool: Pool::default(),
             };
             components.insert(id.clone(), Arc::new(runtime));
         }
-        Ok(Self {
-            engine,
-            components,
-            kv,
-            post_response_timeout: options.post_response_timeout,
-            instances: Arc::default(),
-        })
+        Ok(Self { components, shared })
     }
 
     /// A compiled component by id.
@@ -260,40 +280,20 @@ impl App {
         self.components.get(id)
     }
 
-    /// Wait until no instance is running (requests and post-response work all done).
+    /// Stop reusing instances and wait until none is left: idle ones are dropped at once, busy
+    /// ones when their requests, post-response work and response bodies are done.
     pub async fn wait_idle(&self) {
-        loop {
-            let idle = self.instances.idle.notified();
-            if self.instances.live.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            idle.await;
-        }
+        self.shared.instances.close();
+        self.shared.instances.wait_none().await;
     }
 
     /// The key-value database.
     pub fn kv(&self) -> &Arc<KvBackend> {
-        &self.kv
+        &self.shared.kv
     }
 
-    fn new_store(&self, component: &ComponentRuntime) -> Store<HostState> {
-        let mut wasi = WasiCtx::builder();
-        wasi.inherit_stdout().inherit_stderr().envs(&component.environment);
-        // Raw sockets are not part of what spin-host implements: outbound goes through wasi:http.
-        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
-        let state = HostState {
-            wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            hooks: OutboundHooks::new(Arc::clone(&component.id), Arc::clone(&component.allowed_hosts)),
-            table: ResourceTable::new(),
-            kv: KvState::new(Arc::clone(&self.kv), Arc::clone(&component.kv_stores)),
-            vars: VariablesState { values: Arc::clone(&component.variables) },
-        };
-        Store::new(&self.engine, state)
-    }
-
-    /// Run `request` in a fresh instance of `component`; the instance lives on (in a spawned
-    /// task) after this returns, until its post-response work and the response body are done.
+    /// Run `request` in an instance of `component`: a reused one if one can take it (as Spin
+    /// does), else a new one. Instances outlive the call (see `instances.rs`).
     pub async fn execute<B>(
         &self,
         component: &Arc<ComponentRuntime>,
@@ -303,88 +303,32 @@ impl App {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let id = component.id.to_string();
-        let failed = |e: wasmtime::Error| ExecuteError::Failed { component: id.clone(), message: wasm_message(&e) };
-        let mut store = self.new_store(component);
         let (request, request_io) = WasiRequest::from_http(&mut InboundHooks, request);
-        let service = component.pre.instantiate_async(&mut store).await.map_err(failed)?;
-
-        type Outcome = Result<http::Response<ResponseBody>, ExecuteError>;
-        let (tx, rx) = oneshot::channel::<Outcome>();
-        let tx = Arc::new(Mutex::new(Some(tx)));
-        // Delivers the outcome once; says whether anyone was still waiting for it.
-        let send = {
-            let tx = Arc::clone(&tx);
-            move |outcome: Outcome| match tx.lock().ok().and_then(|mut t| t.take()) {
-                Some(tx) => tx.send(outcome).is_ok(),
-                None => false,
-            }
-        };
-        let timeout = self.post_response_timeout;
-        let (task_id, log_id) = (id.clone(), id.clone());
-        let send_in_loop = send.clone();
-        let live = LiveInstance::new(&self.instances);
-        tokio::spawn(async move {
-            let _live = live;
-            let id = task_id;
-            let result = store
-                .run_concurrent(async move |accessor| -> wasmtime::Result<()> {
-                    let (guard, body_done) = oneshot::channel::<()>();
-                    match service.handle(accessor, request).await? {
-                        Ok(response) => {
-                            let response = accessor.with(|mut access| {
-                                response.into_http_with_getter(&mut access, request_io, http_view)
-                            })?;
-                            send_in_loop(Ok(response.map(|body| GuardedBody { body, _guard: guard }.boxed())));
-                        }
-                        Err(code) => {
-                            send_in_loop(Err(ExecuteError::ErrorCode {
-                                component: id.clone(),
-                                code: format!("{code:?}"),
-                            }));
-                            drop(guard);
-                        }
-                    }
-                    // Post-response phase: the guest may still be running (WASIp3 allows work
-                    // after `task.return`), and the body may still be streaming out of it.
-                    let finished = async {
-                        poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
-                        let _ = body_done.await;
-                    };
-                    tokio::time::timeout(timeout, finished).await.map_err(|_| {
-                        wasmtime::format_err!(
-                            "stopped: still busy {timeout:?} after the response (post-response timeout)"
-                        )
-                    })
-                })
-                .await;
-            if let Err(e) = result.and_then(|inner| inner) {
-                let message = wasm_message(&e);
-                // Before the response, the error becomes the 500 (logged by the server); after
-                // it, this log line is the only trace.
-                if !send(Err(ExecuteError::Failed { component: log_id.clone(), message: message.clone() })) {
-                    eprintln!("spin-host: component `{log_id}` failed after responding: {message}");
-                }
-            }
-        });
-        match rx.await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                Err(ExecuteError::Failed { component: id, message: "the instance stopped without an answer".into() })
-            }
-        }
+        let (reply, answer) = Reply::new();
+        dispatch(component, Job { request, request_io: Box::pin(request_io), reply });
+        answer.await.unwrap_or_else(|_| {
+            Err(ExecuteError::Failed {
+                component: component.id.to_string(),
+                message: "the instance stopped without an answer".into(),
+            })
+        })
     }
 }
 
-/// A response body that tells the instance's task, by being dropped, that it has been fully
-/// sent (or abandoned by the client). Spin does the same (its `BodyWithAttachment`).
-struct GuardedBody {
-    body: ResponseBody,
-    _guard: oneshot::Sender<()>,
+/// A response body that tells its instance, by being dropped, that it has been fully sent (or
+/// abandoned by the client), so the store is kept until then. Spin did the same with its
+/// `NotifyOnDropBody` when it ran one request per store.
+///
+/// If the instance is stopped (a trap, the post-response timeout) while the body is still being
+/// written, wasmtime ends the body as if it were complete; this ends it with an error instead, so
+/// hyper aborts the connection and the client sees an incomplete response, not a short one.
+pub(crate) struct GuardedBody {
+    pub(crate) body: ResponseBody,
+    pub(crate) guard: BodyGuard,
 }
 
 impl GuardedBody {
-    fn boxed(self) -> ResponseBody {
+    pub(crate) fn boxed(self) -> ResponseBody {
         UnsyncBoxBody::new(self)
     }
 }
@@ -394,11 +338,16 @@ impl Body for GuardedBody {
     type Error = wasmtime_wasi_http::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(None) if self.guard.instance_stopped() => {
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)))
+            }
+            other => other,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        !self.guard.instance_stopped() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

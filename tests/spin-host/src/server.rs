@@ -4,7 +4,9 @@
 //! [`spawn`] runs everything on its own thread and tokio runtime and returns once the socket is
 //! bound and every component is compiled, so a test can send requests right away. Shutdown stops
 //! accepting, lets open requests and post-response work finish (bounded by a grace period), then
-//! drops the runtime. This module must not touch Wasm internals beyond `runtime::App::execute`.
+//! drops the runtime. Accepted sockets keep the OS default (Nagle's algorithm on, no
+//! `TCP_NODELAY`), as Spin's server does, unless `tcp_nodelay` asks for it. This module must not
+//! touch Wasm internals beyond `runtime::App::execute`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::manifest::Manifest;
+use crate::reuse::InstanceReuse;
 use crate::routes::{RouteMatch, Router};
 use crate::runtime::{App, RuntimeOptions};
 
@@ -40,8 +43,12 @@ pub struct Options {
     pub kv_dir: Option<PathBuf>,
     /// `--variable name=value` values.
     pub variables: Vec<(String, String)>,
-    /// Bound on a guest's work after it has responded (and on sending the body).
+    /// Bound on an instance's work after its last response (guest tasks, bodies being sent).
     pub post_response_timeout: Duration,
+    /// Instance reuse; the default is Spin's (128 requests, 16 at once, 1 s idle).
+    pub reuse: InstanceReuse,
+    /// Set `TCP_NODELAY` on accepted sockets (`--tcp-nodelay`); off by default, as in Spin.
+    pub tcp_nodelay: bool,
 }
 
 impl Options {
@@ -53,6 +60,8 @@ impl Options {
             kv_dir: None,
             variables: Vec::new(),
             post_response_timeout: Duration::from_secs(30),
+            reuse: InstanceReuse::default(),
+            tcp_nodelay: false,
         }
     }
 }
@@ -145,6 +154,7 @@ struct ServerState {
     app: App,
     router: Router,
     local: SocketAddr,
+    tcp_nodelay: bool,
 }
 
 /// Load the app and bind the socket (inside a tokio runtime). Returns the bound address.
@@ -154,6 +164,7 @@ pub async fn start(manifest: &Manifest, options: &Options) -> Result<(Server, So
         variables: options.variables.clone(),
         kv_dir: options.kv_dir.clone(),
         post_response_timeout: options.post_response_timeout,
+        reuse: options.reuse,
     };
     let manifest_copy = manifest.clone();
     let app = tokio::task::spawn_blocking(move || App::load(&manifest_copy, &runtime_options))
@@ -163,7 +174,7 @@ pub async fn start(manifest: &Manifest, options: &Options) -> Result<(Server, So
         .await
         .map_err(|source| Error::Listen { addr: options.listen.to_string(), source })?;
     let local = listener.local_addr().map_err(|source| Error::Listen { addr: options.listen.to_string(), source })?;
-    let state = Arc::new(ServerState { app, router, local });
+    let state = Arc::new(ServerState { app, router, local, tcp_nodelay: options.tcp_nodelay });
     Ok((Server { listener, state }, local))
 }
 
@@ -184,7 +195,13 @@ impl Server {
                     }
                 },
             };
-            let _ = stream.set_nodelay(true);
+            // Spin never sets TCP_NODELAY on its connections; doing so by default would hide the
+            // Nagle / delayed-ACK stalls its users see on keep-alive connections.
+            if self.state.tcp_nodelay
+                && let Err(e) = stream.set_nodelay(true)
+            {
+                eprintln!("spin-host: cannot set TCP_NODELAY on the connection from {peer}: {e}");
+            }
             let state = Arc::clone(&self.state);
             let service = hyper::service::service_fn(move |req| {
                 let state = Arc::clone(&state);

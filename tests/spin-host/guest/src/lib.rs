@@ -11,7 +11,12 @@
 //! - `/after?key=KEY&url=URL`: answers `accepted` at once, then (after the response) fetches URL
 //!   and stores its body under KEY: post-response work
 //! - `/headers`: the `host` and `spin-*` request headers, one `name: value` per line
+//! - `/instance?wait=URL`: `N`, the number of this request among those the instance has served
+//!   (a static counter, so 1 on a fresh instance); with `wait`, fetches URL before answering
+//!   (held open by a gated upstream, so tests can keep several requests in one instance)
 //! - `/trap`: panics (the host must answer 500 and keep serving)
+
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures::SinkExt;
 use spin_sdk::http::body::IncomingBodyExt;
@@ -72,8 +77,12 @@ async fn fetch(url: &str) -> Result<(u16, String), String> {
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// Requests this instance has served (every route counts). Hosts that reuse instances keep it.
+static REQUESTS: AtomicU32 = AtomicU32::new(0);
+
 #[http_service]
 async fn handle(req: Request) -> impl IntoResponse {
+    let nth = REQUESTS.fetch_add(1, Ordering::SeqCst) + 1;
     // Route on Spin's `spin-path-info` (the part after the component's route prefix), so the
     // same guest can be mounted under several routes.
     let path = match req.headers().get("spin-path-info").and_then(|v| v.to_str().ok()) {
@@ -138,6 +147,14 @@ async fn handle(req: Request) -> impl IntoResponse {
             lines.sort();
             lines.push(format!("uri: {}", req.uri()));
             text(200, lines.join("\n")).into_response()
+        }
+        ["instance"] => {
+            if let Some(url) = query(&req, "wait")
+                && let Err(e) = fetch(url).await
+            {
+                return text(502, format!("error: {e}")).into_response();
+            }
+            text(200, nth.to_string()).into_response()
         }
         ["trap"] => panic!("the test guest was asked to trap"),
         _ => text(404, format!("no route for {path}")).into_response(),

@@ -81,3 +81,43 @@ fn up_fails_on_a_missing_required_variable() {
     let usage = Command::new(env!("CARGO_BIN_EXE_spin-host")).arg("down").output().expect("run spin-host");
     assert_eq!(usage.status.code(), Some(2));
 }
+
+#[test]
+fn up_takes_spins_instance_reuse_flags_and_tcp_nodelay() {
+    let upstream = Upstream::start();
+    let dir = Scratch::new("cli-reuse");
+    let manifest = write_manifest(dir.path(), &standard_manifest(guest_wasm()));
+    let child = Command::new(env!("CARGO_BIN_EXE_spin-host"))
+        .args(["up", "--from"])
+        .arg(&manifest)
+        .args(["--listen", "127.0.0.1:0", "--variable", &format!("upstream_port={}", upstream.port)])
+        .args(["--max-instance-reuse-count", "2", "--max-instance-concurrent-reuse-count=1"])
+        .args(["--idle-instance-timeout", "30s", "--tcp-nodelay"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn spin-host");
+    let mut child = Running(child);
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+    let url = line.trim().strip_prefix("spin-host listening on ").expect("ready line format").to_string();
+    let counters: Vec<String> = (0..3).map(|_| get(&format!("{url}/instance")).text()).collect();
+    assert_eq!(counters, ["1", "2", "1"], "two requests per instance");
+
+    let refused = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_spin-host"))
+            .args(["up", "--from"])
+            .arg(&manifest)
+            .args(args)
+            .output()
+            .expect("run spin-host");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stderr) = refused(&["--max-instance-reuse-count", "8..8"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--max-instance-reuse-count") && stderr.contains("empty"), "{stderr}");
+    let (code, stderr) = refused(&["--idle-instance-timeout", "1m"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let (code, stderr) = refused(&["--tcp-nodelay=yes"]);
+    assert_eq!(code, Some(2), "{stderr}");
+}

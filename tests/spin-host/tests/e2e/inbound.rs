@@ -87,6 +87,20 @@ fn post_response_work_is_bounded() {
 }
 
 #[test]
+fn a_body_cut_by_the_post_response_timeout_is_not_a_complete_response() {
+    let upstream = Upstream::start();
+    let dir = Scratch::new("cut-body");
+    let mut options = standard_options(&dir, upstream.port);
+    options.post_response_timeout = Duration::from_millis(300);
+    let host = spin_host::spawn(options).expect("host starts");
+    // Four chunks a second apart; the instance is stopped 300 ms after the response.
+    let (_, raw) = time_to_first(&format!("{}/stream?chunks=4&delay_ms=1000", host.url()), "chunk 0");
+    assert!(!raw.contains("chunk 3"), "the body was not cut:\n{raw}");
+    assert!(!raw.ends_with("0\r\n\r\n"), "a cut body must not end like a complete one:\n{raw}");
+    assert_eq!(get(&format!("{}/var/message", host.url())).text(), "hello, world", "still serving");
+}
+
+#[test]
 fn a_trap_is_a_500_and_the_host_keeps_serving() {
     let upstream = Upstream::start();
     let dir = Scratch::new("trap");

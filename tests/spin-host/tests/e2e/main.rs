@@ -6,6 +6,8 @@ mod cli;
 mod inbound;
 mod kv;
 mod outbound;
+mod reuse;
 mod startup;
 mod support;
+mod tcp;
 mod variables;
