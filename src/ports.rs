@@ -180,8 +180,10 @@ pub trait Vars {
 pub trait Memory {
     fn health(&self) -> &Health;
 
-    /// Whether this memory serves later requests too (a Workers isolate) or starts empty for
-    /// each one (a Spin instance). Without it, health comes from Redis before routing.
+    /// Whether this memory serves later requests too (a Workers isolate, a reused Spin instance)
+    /// or starts empty for each one (a host that never reuses an instance: the in-memory test
+    /// host models it). Without it, health comes from Redis before every routing; with it, before
+    /// the first routing of the instance and in the background after that.
     fn lasts_between_requests(&self) -> bool {
         true
     }

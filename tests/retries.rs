@@ -8,7 +8,8 @@ mod support;
 use bytes::Bytes;
 use llm_edge_cache::ports::{Clock, Memory};
 use llm_edge_cache::routing::backoff::RetryPolicy;
-use llm_edge_cache::routing::breaker::Breaker;
+use llm_edge_cache::routing::breaker::BreakerConfig;
+use llm_edge_cache::routing::sharing::Counts;
 use llm_edge_cache::testing::Scripted;
 use serde_json::{json, Value};
 use support::*;
@@ -162,9 +163,10 @@ fn gemini_400() -> Scripted {
     Scripted::json(400, &body)
 }
 
-/// The breaker of `id`: untouched (`Breaker::default()`) when no outcome was recorded.
-fn breaker(w: &World, id: &str) -> Option<Breaker> {
-    w.host.health().breaker(id)
+/// The outcomes the breaker of `id` counts (none recorded: all zero).
+fn counted(w: &World, id: &str) -> Counts {
+    let breaker = w.host.health().breaker(id).unwrap_or_default();
+    breaker.counted(w.host.now_ms(), &BreakerConfig::default())
 }
 
 #[test]
@@ -176,7 +178,7 @@ fn a_rejected_translation_tries_the_next_target_and_records_nothing() {
     assert_eq!((r.status, r.header("x-provider")), (200, Some("gemini")), "{:?}", r.body);
     assert_eq!(r.header("x-fallback"), Some("true"));
     assert_eq!((*anthropic.borrow(), *gemini.borrow(), took), (1, 1, 0), "no retry, no waiting");
-    assert_eq!(breaker(&w, "anthropic"), Some(Breaker::default()), "neither a success nor a failure");
+    assert_eq!(counted(&w, "anthropic"), Counts::default(), "neither a success nor a failure");
 }
 
 #[test]
@@ -196,8 +198,8 @@ fn when_every_target_rejects_the_request_the_client_gets_the_first_rejection() {
     assert!(message.contains("Prefilling assistant messages"), "the first target's words: {message}");
     assert_eq!(r.header("x-attempts"), Some("2"));
     assert_eq!((*anthropic.borrow(), *gemini.borrow()), (1, 1));
-    assert_eq!(breaker(&w, "anthropic"), Some(Breaker::default()));
-    assert_eq!(breaker(&w, "gemini"), Some(Breaker::default()));
+    assert_eq!(counted(&w, "anthropic"), Counts::default());
+    assert_eq!(counted(&w, "gemini"), Counts::default());
 }
 
 #[test]
@@ -210,7 +212,7 @@ fn a_rejection_by_a_target_that_saw_the_clients_request_stops_at_once() {
     r.assert_error(400, "upstream_rejected_request");
     assert_eq!(r.json()["error"]["param"], "temperature");
     assert_eq!((*primary.borrow(), *secondary.borrow(), took), (1, 0, 0));
-    assert_ne!(breaker(&w, "primary"), Some(Breaker::default()), "recorded: the target worked");
+    assert_eq!(counted(&w, "primary"), Counts { ok: 1, fail: 0 }, "recorded: the target worked");
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod support;
 
 use bytes::Bytes;
 use llm_edge_cache::gateway;
-use llm_edge_cache::ports::{Body, Clock};
+use llm_edge_cache::ports::{Body, Clock, Memory};
 use llm_edge_cache::routing::breaker::BreakerConfig;
 use llm_edge_cache::testing::Scripted;
 use serde_json::json;
@@ -129,6 +129,11 @@ fn an_opening_on_one_isolate_and_a_cool_down_on_another_are_both_kept() {
     for cool_down_first in [false, true] {
         let a = world(&two_targets(), &config);
         let b = a.another_isolate();
+        // Two isolates already running (each has read the shared health once, some time ago):
+        // a new one would read it before its first routing.
+        for w in [&a, &b] {
+            w.host.health().last_sync_ms.set(w.host.now_ms());
+        }
         scripted(&a, SECONDARY, vec![]);
         let limited = || Scripted::Respond {
             status: 429,
@@ -218,4 +223,28 @@ fn a_redis_outage_never_stops_routing() {
     b.host.set_memory_fleeting(true);
     assert_eq!(routed(&ask(&b, "fresh")), (Some("secondary"), Some("2")), "knows nothing, answers anyway");
     assert_eq!(*primary.borrow(), 5);
+}
+
+/// A new isolate or instance (Spin reuses instances, so its memory lasts too) knows nothing:
+/// it reads the shared health before its first routing, and skips a target another opened.
+/// Its later requests sync in the background only.
+#[test]
+fn a_new_isolate_reads_the_shared_health_before_its_first_routing() {
+    let a = world(&two_targets(), &BREAKER);
+    let primary = failing_primary(&a);
+    for i in 0..4 {
+        assert_eq!(routed(&ask(&a, &format!("a {i}"))), (Some("secondary"), Some("2")));
+        a.host.run_background();
+    }
+    assert!(a.host.logs().iter().any(|l| l.contains("breaker_opened")), "four failures in four calls open it");
+    assert_eq!(*primary.borrow(), 4);
+    let b = a.another_isolate();
+    assert_eq!(routed(&ask(&b, "b first")), (Some("secondary"), Some("1")), "the open target is skipped at once");
+    b.host.run_background();
+    // Health goes through `/pipeline`; the cache lookup is a single GET.
+    let exchanges = || b.host.sent_to(UPSTASH).iter().filter(|r| r.uri().path().ends_with("/pipeline")).count();
+    let before = exchanges();
+    assert_eq!(routed(&ask(&b, "b second")), (Some("secondary"), Some("1")));
+    assert_eq!(exchanges(), before, "no health read before routing any more");
+    assert_eq!(*primary.borrow(), 4);
 }

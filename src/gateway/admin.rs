@@ -182,8 +182,8 @@ pub async fn health<H: Host>(host: &H, config: &Config) -> Response<Body> {
         }
     };
     let all_ok = [&kv, &redis].iter().all(|t| t["state"] != "down");
-    if let Some(upstash) = config.upstash.as_ref().filter(|_| !host.lasts_between_requests()) {
-        // Memory that starts empty knows nothing of the targets: what Redis holds is what there is.
+    if let Some(upstash) = &config.upstash {
+        // What every isolate shared, folded into what this one knows (a new one knows nothing).
         let ids: Vec<String> = config.routes.all_targets().iter().map(|t| t.id.clone()).collect();
         super::origin::load_health(host, upstash, &config.breaker, &ids).await;
     }

@@ -100,9 +100,11 @@ impl<H: Host> Exchange<'_, H> {
         attempt: impl AsyncFnMut(&Target, http::Request<Bytes>, u64) -> Result<T, UpstreamError>,
     ) -> Outcome<T> {
         let lasts = self.host.lasts_between_requests();
-        if !lasts {
-            // Memory that starts empty knows nothing: read what earlier requests learned first (a
-            // Redis round trip on the way to a provider call, bounded by its timeout).
+        let health = self.host.health();
+        if !lasts || health.last_sync_ms.get() == 0 {
+            // Memory that starts empty (a new isolate or instance) knows nothing: read what others
+            // learned first (a Redis round trip on the way to a provider call, bounded by its
+            // timeout, once per instance). Later requests sync in the background.
             if let Some(upstash) = &self.config.upstash {
                 let ids: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
                 load_health(self.host, upstash, &self.config.breaker, &ids).await;

@@ -1,23 +1,20 @@
-//! The `Memory` port. A Spin instance serves one request, so this memory starts empty every time:
-//! what one request learns about a target's health reaches the next only through Redis (the core
-//! reads the shared counts and marks before routing, and reports after the response, when the
-//! host says its memory does not last).
+//! The `Memory` port. Spin 4 reuses an instance for up to 128 requests, up to 16 at once (by
+//! default; `spin up` flags change it), so this memory lasts as long as the instance: a new
+//! instance starts empty and reads the shared health from Redis before its first routing (the
+//! core does that for any memory that has never synced), later requests sync in the background.
+//! `Health` keeps no borrow across an `.await`, so interleaved requests share it safely.
 
 use super::SpinHost;
 use crate::ports::Memory;
 use crate::routing::health::Health;
 
 thread_local! {
-    // Leaked once per instance; the instance ends with the request.
+    // Leaked once per instance: the instance's lifetime is the program's lifetime.
     static HEALTH: &'static Health = Box::leak(Box::default());
 }
 
 impl Memory for SpinHost {
     fn health(&self) -> &Health {
         HEALTH.with(|h| *h)
-    }
-
-    fn lasts_between_requests(&self) -> bool {
-        false
     }
 }

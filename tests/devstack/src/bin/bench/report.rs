@@ -154,8 +154,8 @@ impl Report<'_> {
              - **Cloudflare**: the worker from `build/` in workerd under `wrangler dev`, which puts a local \
              proxy (node) in front of workerd.\n\
              - **Spin**: the Spin component from `target/wasm32-wasip2/spin/` in the Spin-compatible test host \
-             (wasmtime, with a SQLite key-value store), which serves it directly, a fresh instance per request \
-             as Spin does.\n\n\
+             (wasmtime, with a SQLite key-value store), which serves it directly, instances reused \
+             as Spin 4 reuses them.\n\n\
              ### Phase 1: tier-1 hit against the floor\n\n\
              - **tier-1 hit**: `POST /v1/chat/completions` answered from edge KV (`x-cache: HIT`, \
              `x-cache-tier: edge-kv`) on stack A, which has no Upstash. The whole gateway path runs: auth, JSON \
