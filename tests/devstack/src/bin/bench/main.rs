@@ -7,10 +7,10 @@
 //!
 //! Per host, three phases, each interleaving its probes round by round:
 //! 1. tier-1 hit: `POST /v1/chat/completions` answered from edge KV on a stack without Upstash,
-//!    against the floor `GET /healthz` on the same gateway (exactly one bare KV read there).
+//!    against the floor `GET /admin/health` on the same gateway (exactly one bare KV read there).
 //! 2. tier-2 hit: the same request on a second stack with Upstash and no KV binding
 //!    (`kv_unbound`: tier 1 fails fast, every hit comes from Redis), against the same floor on
-//!    the first stack and the second stack's own `/healthz`.
+//!    the first stack and the second stack's own `/admin/health`.
 //! 3. fallback: `cache-control: no-store` requests to a model whose first target fails fast
 //!    (a 500 from the fake upstream, no retry) and whose second answers, against a model routed
 //!    straight to one target.
@@ -183,7 +183,7 @@ fn bench_host(host: HostKind, settings: &Settings, tag: &str, results: &mut Resu
         measure(&mut [(&mut client_a, &hit_1), (&mut floor_a, &floor)], warmup, requests, BUDGET_PER_SERIES * 2)?;
     results.phase(&phase_1, &[&client_a]);
     let t1 = results.add(label, "tier-1 hit (edge KV)", &phase_1.samples[0]);
-    let f1 = results.add(label, "floor, phase 1 (A: GET /healthz, one KV read)", &phase_1.samples[1]);
+    let f1 = results.add(label, "floor, phase 1 (A: GET /admin/health, one KV read)", &phase_1.samples[1]);
     results.diff(label, "tier-1 hit - floor (phase 1)", t1, f1);
 
     eprintln!("[{label}] starting stack B (Upstash, no KV binding)...");
@@ -203,8 +203,8 @@ fn bench_host(host: HostKind, settings: &Settings, tag: &str, results: &mut Resu
     )?;
     results.phase(&phase_2, &[&client_b, &health_b, &floor_a]);
     let t2 = results.add(label, "tier-2 hit (Redis via Upstash REST)", &phase_2.samples[0]);
-    results.add(label, "B: GET /healthz (failing KV, Redis PING + MGET)", &phase_2.samples[1]);
-    let f2 = results.add(label, "floor, phase 2 (A: GET /healthz, as above)", &phase_2.samples[2]);
+    results.add(label, "B: GET /admin/health (failing KV, Redis PING, health read, MGET)", &phase_2.samples[1]);
+    let f2 = results.add(label, "floor, phase 2 (A: GET /admin/health, as above)", &phase_2.samples[2]);
     results.diff(label, "tier-2 hit - floor (phase 2)", t2, f2);
     drop((client_a, floor_a, client_b, health_b));
     drop(b);

@@ -27,10 +27,13 @@ pub struct Probe {
     check: Check,
 }
 
+/// The dev stack's admin key (`devstack::stack::ADMIN_KEY`) as a header value.
+const ADMIN_AUTH: &str = "Bearer adm-local-operator-key";
+
 enum Check {
     /// `x-cache: HIT` from this `x-cache-tier`.
     Hit { tier: &'static str },
-    /// `/healthz` reporting these states of edge KV and Redis.
+    /// `/admin/health` reporting these states of edge KV and Redis.
     Health { kv: &'static str, redis: &'static str },
     /// Answered by this target (`x-provider`) after this many provider calls (`x-attempts`),
     /// with `x-fallback: true` exactly when `fallback`.
@@ -49,12 +52,13 @@ impl Probe {
         }
     }
 
-    /// `GET /healthz`, which must report edge KV as `kv` and Redis as `redis`.
+    /// `GET /admin/health` (the detailed view; `/healthz` is liveness only and reads no store),
+    /// which must report edge KV as `kv` and Redis as `redis`.
     pub fn health(kv: &'static str, redis: &'static str) -> Probe {
         Probe {
             method: "GET",
-            path: "/healthz",
-            headers: Vec::new(),
+            path: "/admin/health",
+            headers: vec![("authorization", ADMIN_AUTH)],
             body: Vec::new(),
             check: Check::Health { kv, redis },
         }
@@ -85,9 +89,9 @@ impl Probe {
                 }
             }
             Check::Health { kv, redis } => {
-                let body: Value = serde_json::from_slice(&response.body).context("/healthz body")?;
+                let body: Value = serde_json::from_slice(&response.body).context("/admin/health body")?;
                 if body["tiers"]["edge_kv"]["state"] != *kv || body["tiers"]["redis"]["state"] != *redis {
-                    bail!("expected /healthz with edge_kv {kv} and redis {redis}, got {body}");
+                    bail!("expected /admin/health with edge_kv {kv} and redis {redis}, got {body}");
                 }
             }
             Check::Provider { id, attempts, fallback } => {
@@ -145,11 +149,14 @@ pub fn seed(stack: &Stack, body: &[u8], tier: &str) -> anyhow::Result<()> {
     bail!("seeding: no HIT from {tier} within {SEED_POLL_LIMIT:?}; worker log:\n{}", stack.worker.log())
 }
 
-/// Checks a stack's `/healthz` once, with devstack's client, before a series relies on it.
+/// Checks a stack's `/admin/health` once, with devstack's client, before a series relies on it.
 pub fn expect_health(stack: &Stack, kv: &str, redis: &str, what: &str) -> anyhow::Result<()> {
-    let health = HttpRequest::get(&format!("{}/healthz", stack.url())).send()?.json()?;
+    let health = HttpRequest::get(&format!("{}/admin/health", stack.url()))
+        .header("authorization", ADMIN_AUTH)
+        .send()?
+        .json()?;
     if health["tiers"]["edge_kv"]["state"] != kv || health["tiers"]["redis"]["state"] != redis {
-        bail!("{what}: expected /healthz with edge_kv {kv} and redis {redis}, got {health}");
+        bail!("{what}: expected /admin/health with edge_kv {kv} and redis {redis}, got {health}");
     }
     Ok(())
 }

@@ -161,7 +161,7 @@ impl Report<'_> {
              `x-cache-tier: edge-kv`) on stack A, which has no Upstash. The whole gateway path runs: auth, JSON \
              parse and validation, cache key (SHA-256 of the canonical request), one KV read, MessagePack decode, \
              response headers.\n\
-             - **floor**: `GET /healthz` on the same stack A (checked: edge KV `ok`, Redis `disabled`), which does \
+             - **floor**: `GET /admin/health` on the same stack A (checked: edge KV `ok`, Redis `disabled`), which does \
              exactly one bare KV read (of a key that never exists) and returns a small JSON body, in the same \
              runtime, through the same front. The difference hit - floor is the cost the gateway adds on top of \
              a bare KV read on that host.\n\n\
@@ -171,8 +171,8 @@ impl Report<'_> {
              every hit is a `GET` through the Upstash REST endpoint (over a real redis-server on loopback). Each \
              hit also schedules a KV backfill after the response, which fails at once here and logs, so this \
              series slightly overstates a real tier-2 hit.\n\
-             - **B: GET /healthz**: stack B's health check, for scale: a failing KV lookup, a Redis `PING` and an \
-             `MGET` of the skip counters, i.e. two Redis round trips.\n\
+             - **B: GET /admin/health**: stack B's detailed health view, for scale: a failing KV lookup, a Redis `PING`, \
+             one read of the shared target health and an `MGET` of the skip counters, i.e. three Redis round trips.\n\
              - **floor, phase 2**: stack A's floor again, interleaved with the above (another gateway process of \
              the same build on the same host).\n\n\
              ### Phase 3: fallback against a direct call\n\n\
