@@ -21,7 +21,6 @@
 //! Nothing here may ever be a dependency of the wasm package: it uses processes, sockets,
 //! threads and tokio. Module list and re-exports only.
 
-pub mod cli;
 pub mod http_client;
 pub mod http_server;
 pub mod node;
