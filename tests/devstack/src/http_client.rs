@@ -1,22 +1,30 @@
-//! A small blocking HTTP/1.1 client for tests and the control helpers, over hyper-util's legacy
-//! client on a current-thread tokio runtime per request: one request per connection
-//! (`connection: close`, nothing pooled), and an explicit error when a body ends early, so
-//! truncated streams are observable.
+//! A small blocking HTTP/1.1 client for tests and the control helpers, over hyper's HTTP/1
+//! client connection on a current-thread tokio runtime per request: one request per connection
+//! (`connection: close`), and an explicit error when a body ends early, so truncated streams are
+//! observable.
 //!
 //! Test tooling only: `http://` to loopback addresses only (anything else is refused before
-//! connecting), no TLS, no redirects, no proxies (hyper-util's client reads no proxy settings
-//! from the environment). Blocking: must not be called from async code.
+//! connecting), no TLS, no redirects, no proxies (nothing reads proxy settings from the
+//! environment). Blocking: must not be called from async code.
+//!
+//! hyper-util's pooled client is not used: a pool is what this client must not have, and it
+//! could not keep the one behaviour hyper needs help with here: a server that answers (a 413, a
+//! 400) and closes before it has read a large body makes the rest of the upload fail, and the
+//! answer, already received, must still be read (see [`WriteErrorsEndTheUpload`]).
 
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, HOST};
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 /// Default time limit for connecting and receiving the response head, and for each piece of
 /// the body.
@@ -28,7 +36,7 @@ pub enum HttpClientError {
     #[error("unsupported or malformed URL {0:?} (only http://host:port/path on loopback is supported)")]
     Url(String),
     #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(#[from] io::Error),
     #[error("malformed HTTP response: {0}")]
     Malformed(String),
     /// The connection ended before the body was complete. `partial` holds the response
@@ -124,13 +132,13 @@ impl HttpRequest {
     /// Like [`HttpRequest::send`], calling `on_data` with each piece of body as it arrives
     /// (chunk boundaries are the server's for chunked bodies).
     pub fn send_streaming(&self, mut on_data: impl FnMut(&[u8])) -> Result<HttpResponse, HttpClientError> {
-        let request = self.build()?;
+        let (addr, request) = self.build()?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
-        runtime.block_on(exchange(request, self.timeout, &mut on_data))
+        runtime.block_on(exchange(addr, request, self.timeout, &mut on_data))
     }
 
-    /// The request for hyper, addressed to the resolved loopback IP with the URL's own `host`.
-    fn build(&self) -> Result<Request<Full<Bytes>>, HttpClientError> {
+    /// The loopback address to connect to, and the request in origin form with the URL's `host`.
+    fn build(&self) -> Result<(SocketAddr, Request<Full<Bytes>>), HttpClientError> {
         let bad_url = || HttpClientError::Url(self.url.clone());
         let uri: Uri = self.url.parse().map_err(|_| bad_url())?;
         let authority = uri.authority().filter(|_| uri.scheme_str() == Some("http")).ok_or_else(bad_url)?;
@@ -142,10 +150,9 @@ impl HttpRequest {
             .ok_or_else(bad_url)?;
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
-        let target: Uri = format!("http://{addr}{path}").parse().map_err(|_| bad_url())?;
 
         let method = Method::from_bytes(self.method.as_bytes()).map_err(|_| invalid(&self.method))?;
-        let mut builder = Request::builder().method(method).uri(target);
+        let mut builder = Request::builder().method(method).uri(path);
         let headers = builder.headers_mut().expect("a fresh builder has no error");
         headers.insert(HOST, HeaderValue::from_str(authority.as_str()).map_err(|_| bad_url())?);
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
@@ -154,33 +161,34 @@ impl HttpRequest {
             headers.append(name, HeaderValue::from_str(value).map_err(|_| invalid(value))?);
         }
         let body = Full::new(Bytes::from(self.body.clone().unwrap_or_default()));
-        builder.body(body).map_err(|e| invalid(&e.to_string()))
+        Ok((addr, builder.body(body).map_err(|e| invalid(&e.to_string()))?))
     }
 }
 
 fn invalid(what: &str) -> HttpClientError {
-    HttpClientError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("invalid request part {what:?}")))
+    HttpClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid request part {what:?}")))
 }
 
 fn timed_out(what: &str, limit: Duration) -> HttpClientError {
-    HttpClientError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} took over {limit:?}")))
+    HttpClientError::Io(io::Error::new(io::ErrorKind::TimedOut, format!("{what} took over {limit:?}")))
 }
 
 async fn exchange(
+    addr: SocketAddr,
     request: Request<Full<Bytes>>,
     timeout: Duration,
     on_data: &mut dyn FnMut(&[u8]),
 ) -> Result<HttpResponse, HttpClientError> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(timeout));
-    connector.set_nodelay(true);
-    // Nothing is kept for a next request, and nothing is ever sent twice.
-    let client: Client<_, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).retry_canceled_requests(false).build(connector);
-    let response = tokio::time::timeout(timeout, client.request(request))
-        .await
-        .map_err(|_| timed_out("the response head", timeout))?
-        .map_err(request_error)?;
+    let head = async {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let io = TokioIo::new(WriteErrorsEndTheUpload { stream, failed: false });
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(request_error)?;
+        // Runs the connection while this request is under way; `connection: close` ends it.
+        tokio::spawn(connection);
+        sender.send_request(request).await.map_err(request_error)
+    };
+    let response = tokio::time::timeout(timeout, head).await.map_err(|_| timed_out("the response head", timeout))??;
 
     let (head, mut body) = response.into_parts();
     let headers = head
@@ -205,13 +213,57 @@ async fn exchange(
     }
 }
 
-/// No response head: an I/O error (refused, reset, ...) keeps its kind; anything else (the
-/// server closed or answered garbage before a status line) is a malformed response.
-fn request_error(e: hyper_util::client::legacy::Error) -> HttpClientError {
+/// The socket for hyper, except that once a write fails (the server closed or reset the
+/// connection, typically after answering early without reading the whole body) the rest of the
+/// request is dropped instead of failing it, so hyper goes on to read the answer the server sent.
+/// A server that sent nothing still fails the request: the read then finds the reset or the end.
+struct WriteErrorsEndTheUpload {
+    stream: TcpStream,
+    failed: bool,
+}
+
+impl AsyncRead for WriteErrorsEndTheUpload {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteErrorsEndTheUpload {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if self.failed {
+            return Poll::Ready(Ok(data.len()));
+        }
+        match Pin::new(&mut self.stream).poll_write(cx, data) {
+            Poll::Ready(Err(e)) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {
+                self.failed = true;
+                Poll::Ready(Ok(data.len()))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.failed {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.failed {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// No response head: an I/O error (reset, ...) keeps its kind; anything else (the server
+/// closed or answered garbage before a status line) is a malformed response.
+fn request_error(e: hyper::Error) -> HttpClientError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return HttpClientError::Io(std::io::Error::new(io.kind(), format!("{e}: {io}")));
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return HttpClientError::Io(io::Error::new(io.kind(), format!("{e}: {io}")));
         }
         source = err.source();
     }
@@ -229,21 +281,21 @@ mod tests {
     use super::*;
 
     fn target(url: &str) -> Result<(String, String), HttpClientError> {
-        let r = HttpRequest::get(url).build()?;
-        Ok((r.headers()[HOST].to_str().unwrap().to_owned(), r.uri().to_string()))
+        let (addr, r) = HttpRequest::get(url).build()?;
+        Ok((r.headers()[HOST].to_str().unwrap().to_owned(), format!("{addr}{}", r.uri())))
     }
 
     #[test]
     fn addresses_the_resolved_loopback_ip_with_the_urls_host() {
         let (host, uri) = target("http://127.0.0.1:80/a/b?c=d").unwrap();
-        assert_eq!((host.as_str(), uri.as_str()), ("127.0.0.1:80", "http://127.0.0.1:80/a/b?c=d"));
+        assert_eq!((host.as_str(), uri.as_str()), ("127.0.0.1:80", "127.0.0.1:80/a/b?c=d"));
         let (_, uri) = target("http://127.0.0.1:8080").unwrap();
-        assert_eq!(uri, "http://127.0.0.1:8080/");
+        assert_eq!(uri, "127.0.0.1:8080/");
         let (_, uri) = target("http://127.0.0.1:80?x=1").unwrap();
-        assert_eq!(uri, "http://127.0.0.1:80/?x=1");
+        assert_eq!(uri, "127.0.0.1:80/?x=1");
         let (host, uri) = target("http://localhost:9/").unwrap();
         assert_eq!(host, "localhost:9");
-        assert!(uri == "http://127.0.0.1:9/" || uri == "http://[::1]:9/", "{uri}");
+        assert!(uri == "127.0.0.1:9/" || uri == "[::1]:9/", "{uri}");
         assert!(target("https://127.0.0.1/").is_err());
         assert!(target("http://192.0.2.1:80/").is_err(), "not loopback");
         assert!(target("nonsense").is_err());
@@ -285,5 +337,33 @@ mod tests {
         assert_eq!(HttpRequest::get(&to_close).send().unwrap().body, b"until close");
         let nothing = raw_server(b"");
         assert!(matches!(HttpRequest::get(&nothing).send(), Err(HttpClientError::Malformed(_))));
+    }
+
+    #[test]
+    fn an_answer_sent_before_a_large_body_was_read_is_still_read() {
+        use std::io::{BufRead, Write};
+        for linger in [Duration::ZERO, Duration::from_millis(200)] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}/", listener.local_addr().unwrap());
+            let server = std::thread::spawn(move || {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = std::io::BufReader::new(stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 2 {
+                    line.clear();
+                }
+                let mut stream = reader.into_inner();
+                stream
+                    .write_all(b"HTTP/1.1 413 Too Large\r\ncontent-length: 5\r\nconnection: close\r\n\r\nlarge")
+                    .unwrap();
+                std::thread::sleep(linger);
+            });
+            let result = HttpRequest::post(&url).body(vec![b'x'; 16 << 20]).timeout(Duration::from_secs(5)).send();
+            server.join().unwrap();
+            match result {
+                Ok(r) => assert_eq!((r.status, r.body.as_slice()), (413, &b"large"[..]), "linger {linger:?}"),
+                Err(e) => panic!("linger {linger:?}: {e:?}"),
+            }
+        }
     }
 }
