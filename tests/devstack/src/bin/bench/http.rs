@@ -1,10 +1,10 @@
 //! The benchmark's HTTP client: one HTTP/1.1 keep-alive connection to a loopback port, written
 //! by hand so that a timed request is exactly one write and one read on an open socket (devstack's
 //! `HttpRequest` opens a connection per request, which would put a TCP handshake in every sample).
-//! It stays hand-written although devstack's other HTTP client is hyper-util's: measured against
-//! that library's keep-alive client at its fastest (`client_overhead` below), the library adds
-//! 12 to 16 us at p50 and 18 to 26 us at p99 to a loopback round trip of 45 to 60 us, a constant
-//! the bench would add to every series it times.
+//! It stays hand-written although devstack's other HTTP client is hyper's: on the same loopback
+//! requests (`client_overhead` below, a 50 us round trip), hyper's bare HTTP/1 connection, the
+//! least any hyper-based client does, adds 8 to 9 us at p50 and hyper-util's pooled client 12 to
+//! 16 us, a constant the bench would add to every sample it times.
 //!
 //! Must not: follow redirects, decode anything but `content-length` and chunked bodies, or talk
 //! to anything but 127.0.0.1.
@@ -162,16 +162,18 @@ mod tests {
     use bytes::Bytes;
     use http_body_util::{BodyExt as _, Full};
     use hyper_util::client::legacy::{connect::HttpConnector, Client};
-    use hyper_util::rt::TokioExecutor;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     use super::*;
     use crate::probe::chat_body;
     use crate::stats::{Samples, Series};
 
-    /// Why this client is written by hand: the same request to the same loopback server,
-    /// alternating between it and hyper-util's keep-alive client (the library devstack's
-    /// `HttpRequest` uses, at its fastest here: one current-thread runtime, the pooled connection
-    /// reused), round by round. Prints both series and the difference.
+    /// Why this client is written by hand: the same request to the same loopback server, round
+    /// by round (the order rotating every round), from this client and from two library clients
+    /// at their fastest here, each on one current-thread runtime over one kept-alive connection:
+    /// hyper's bare HTTP/1 connection (the least any hyper-based client does, devstack's
+    /// `HttpRequest` included) and hyper-util's pooled client (what reqwest builds on). Prints
+    /// the three series and each library's difference to this client.
     ///
     /// `cargo test -p devstack --release --bin bench -- --ignored --nocapture client_overhead`
     #[test]
@@ -183,62 +185,74 @@ mod tests {
         let port = upstream.addr().port();
         let probe = Probe::routed("gpt-4o-mini", "unused", "1", false);
         let body = Bytes::from(chat_body("gpt-4o-mini", "benchmark: routed request, never cached"));
-        assert_eq!(body, probe.body, "both clients send the same request");
-
-        let mut hand = KeepAlive::new(port);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let hyper: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-        let url = format!("http://127.0.0.1:{port}{}", probe.path);
-        let via_hyper = || {
-            let request = http::Request::post(&url)
+        assert_eq!(body, probe.body, "every client sends the same request");
+        let request = |uri: &str| {
+            http::Request::post(uri)
+                .header("host", format!("127.0.0.1:{port}"))
                 .header("authorization", format!("Bearer {KEY_A}"))
                 .header("content-type", "application/json")
                 .header("cache-control", "no-store")
                 .body(Full::new(body.clone()))
-                .unwrap();
-            let start = Instant::now();
-            let response = runtime.block_on(async {
-                let response = hyper.request(request).await.unwrap();
-                let status = response.status();
-                (status, response.into_body().collect().await.unwrap().to_bytes())
-            });
-            (start.elapsed().as_secs_f64() * 1000.0, response)
+                .unwrap()
         };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
 
-        let (mut hand_s, mut hyper_s) = (Samples::default(), Samples::default());
+        let mut hand = KeepAlive::new(port);
+        let mut bare = runtime.block_on(async {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            tokio::spawn(connection);
+            sender
+        });
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let pooled: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+        let url = format!("http://127.0.0.1:{port}{}", probe.path);
+
+        let mut samples = vec![Samples::default(); 3];
         for round in 0..WARMUP + ROUNDS {
-            // Alternate which goes first, so neither always follows the other.
-            let ((hand_ms, hand_response), (hyper_ms, (status, hyper_body))) = if round % 2 == 0 {
-                let hand_result = hand.timed(&probe).unwrap();
-                (hand_result, via_hyper())
-            } else {
-                let hyper_result = via_hyper();
-                (hand.timed(&probe).unwrap(), hyper_result)
-            };
-            assert_eq!((hand_response.status, status.as_u16()), (200, 200));
-            // The same completion but for its number ("fake reply #N").
-            assert!(hand_response.body.len().abs_diff(hyper_body.len()) < 8);
-            if round >= WARMUP {
-                hand_s.wall_ms.push(hand_ms);
-                hyper_s.wall_ms.push(hyper_ms);
+            for slot in 0..3 {
+                let which = (slot + round) % 3;
+                let start = Instant::now();
+                let (status, length) = match which {
+                    0 => hand.timed(&probe).map(|(_, r)| (r.status, r.body.len())).unwrap(),
+                    1 => runtime.block_on(async {
+                        bare.ready().await.unwrap();
+                        let response = bare.send_request(request(probe.path)).await.unwrap();
+                        (response.status().as_u16(), response.into_body().collect().await.unwrap().to_bytes().len())
+                    }),
+                    _ => runtime.block_on(async {
+                        let response = pooled.request(request(&url)).await.unwrap();
+                        (response.status().as_u16(), response.into_body().collect().await.unwrap().to_bytes().len())
+                    }),
+                };
+                let ms = start.elapsed().as_secs_f64() * 1000.0;
+                assert!(status == 200 && length > 100, "client {which}: {status}, {length} bytes");
+                if round >= WARMUP {
+                    samples[which].wall_ms.push(ms);
+                }
             }
         }
-        let hand_series = Series::new("loopback", "hand-written keep-alive client", &hand_s);
-        let hyper_series = Series::new("loopback", "hyper-util legacy client, keep-alive", &hyper_s);
-        println!("{ROUNDS} rounds after {WARMUP} warm-up, POST /v1/chat/completions to the fake upstream");
+        let names = ["hand-written keep-alive client", "hyper HTTP/1 connection", "hyper-util pooled client"];
+        let series: Vec<Series> =
+            names.iter().zip(&samples).map(|(name, s)| Series::new("loopback", name, s)).collect();
+        println!("{ROUNDS} rounds after {WARMUP} warm-up, POST /v1/chat/completions to the fake upstream (ms)");
         println!("| client | n | p50 | p90 | p99 | mean |\n|---|---:|---:|---:|---:|---:|");
-        for s in [&hand_series, &hyper_series] {
+        for s in &series {
             println!("| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |", s.name, s.n, s.p50, s.p90, s.p99, s.mean);
         }
-        println!(
-            "hyper - hand-written: {:+.3} ms at p50, {:+.3} at p90, {:+.3} at p99, {:+.3} mean (reconnects {})",
-            hyper_series.p50 - hand_series.p50,
-            hyper_series.p90 - hand_series.p90,
-            hyper_series.p99 - hand_series.p99,
-            hyper_series.mean - hand_series.mean,
-            hand.reconnects
-        );
+        for s in &series[1..] {
+            let h = &series[0];
+            println!(
+                "{} - hand-written: {:+.3} at p50, {:+.3} at p90, {:+.3} at p99, {:+.3} mean",
+                s.name,
+                s.p50 - h.p50,
+                s.p90 - h.p90,
+                s.p99 - h.p99,
+                s.mean - h.mean
+            );
+        }
+        assert_eq!(hand.reconnects, 0);
     }
 }
