@@ -10,7 +10,7 @@
 //! hyper-util's pooled client is not used: a pool is what this client must not have, and it
 //! could not keep the one behaviour hyper needs help with here: a server that answers (a 413, a
 //! 400) and closes before it has read a large body makes the rest of the upload fail, and the
-//! answer, already received, must still be read (see [`WriteErrorsEndTheUpload`]).
+//! answer, already received, must still be read (see `WriteErrorsEndTheUpload`).
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
