@@ -1,24 +1,42 @@
-//! A tiny blocking HTTP/1.1 client (std `TcpStream`, `http://` only) for tests and the
-//! control helpers: one request per connection, Content-Length or chunked bodies, and an
-//! explicit error when a body ends early, so truncated streams are observable.
+//! A small blocking HTTP/1.1 client for tests and the control helpers, over hyper's HTTP/1
+//! client connection on a current-thread tokio runtime per request: one request per connection
+//! (`connection: close`), and an explicit error when a body ends early, so truncated streams are
+//! observable.
 //!
-//! Test tooling only: no TLS, no redirects, no connection reuse. It must not be used to
-//! talk to anything but loopback test servers.
+//! Test tooling only: `http://` to loopback addresses only (anything else is refused before
+//! connecting), no TLS, no redirects, no proxies (nothing reads proxy settings from the
+//! environment). Blocking: must not be called from async code.
+//!
+//! hyper-util's pooled client is not used: a pool is what this client must not have, and it
+//! could not keep the one behaviour hyper needs help with here: a server that answers (a 413, a
+//! 400) and closes before it has read a large body makes the rest of the upload fail, and the
+//! answer, already received, must still be read (see `WriteErrorsEndTheUpload`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// Default time limit for connecting and for each read.
+use bytes::Bytes;
+use http::header::{CONNECTION, HOST};
+use http::{HeaderName, HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Default time limit for connecting and receiving the response head, and for each piece of
+/// the body.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpClientError {
-    #[error("unsupported or malformed URL {0:?} (only http://host:port/path is supported)")]
+    #[error("unsupported or malformed URL {0:?} (only http://host:port/path on loopback is supported)")]
     Url(String),
     #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(#[from] io::Error),
     #[error("malformed HTTP response: {0}")]
     Malformed(String),
     /// The connection ended before the body was complete. `partial` holds the response
@@ -99,7 +117,8 @@ impl HttpRequest {
         self.header("content-type", "application/json").body(value.to_string())
     }
 
-    /// Limit for connecting and for each single read (not for the whole response).
+    /// Limit for connecting and receiving the response head, and for each piece of the body
+    /// (not for the whole response).
     pub fn timeout(mut self, timeout: Duration) -> HttpRequest {
         self.timeout = timeout;
         self
@@ -113,211 +132,238 @@ impl HttpRequest {
     /// Like [`HttpRequest::send`], calling `on_data` with each piece of body as it arrives
     /// (chunk boundaries are the server's for chunked bodies).
     pub fn send_streaming(&self, mut on_data: impl FnMut(&[u8])) -> Result<HttpResponse, HttpClientError> {
-        let (host_port, path) = split_url(&self.url)?;
-        let addr = host_port.to_socket_addrs()?.next().ok_or_else(|| HttpClientError::Url(self.url.clone()))?;
-        let mut stream = TcpStream::connect_timeout(&addr, self.timeout)?;
-        stream.set_read_timeout(Some(self.timeout))?;
-        stream.set_write_timeout(Some(self.timeout))?;
-        let _ = stream.set_nodelay(true);
+        let (addr, request) = self.build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+        runtime.block_on(exchange(addr, request, self.timeout, &mut on_data))
+    }
 
-        let mut head = format!("{} {path} HTTP/1.1\r\nhost: {host_port}\r\n", self.method);
-        head.push_str("connection: close\r\n");
+    /// The loopback address to connect to, and the request in origin form with the URL's `host`.
+    fn build(&self) -> Result<(SocketAddr, Request<Full<Bytes>>), HttpClientError> {
+        let bad_url = || HttpClientError::Url(self.url.clone());
+        let uri: Uri = self.url.parse().map_err(|_| bad_url())?;
+        let authority = uri.authority().filter(|_| uri.scheme_str() == Some("http")).ok_or_else(bad_url)?;
+        let port = authority.port_u16().unwrap_or(80);
+        let addr: SocketAddr = (authority.host().trim_matches(['[', ']']), port)
+            .to_socket_addrs()?
+            .next()
+            .filter(|addr| addr.ip().is_loopback())
+            .ok_or_else(bad_url)?;
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
+
+        let method = Method::from_bytes(self.method.as_bytes()).map_err(|_| invalid(&self.method))?;
+        let mut builder = Request::builder().method(method).uri(path);
+        let headers = builder.headers_mut().expect("a fresh builder has no error");
+        headers.insert(HOST, HeaderValue::from_str(authority.as_str()).map_err(|_| bad_url())?);
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
         for (name, value) in &self.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid(name))?;
+            headers.append(name, HeaderValue::from_str(value).map_err(|_| invalid(value))?);
         }
-        if let Some(body) = &self.body {
-            head.push_str(&format!("content-length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        let mut request = head.into_bytes();
-        if let Some(body) = &self.body {
-            request.extend_from_slice(body);
-        }
-        // A server may answer and close before reading everything (e.g. a rejected large
-        // body): still try to read its response.
-        let write_result = stream.write_all(&request);
-
-        let mut reader = BufReader::new(stream);
-        let response = read_response(&mut reader, &self.method, &mut on_data);
-        match (response, write_result) {
-            (Err(HttpClientError::Io(_)), Err(write_err)) => Err(write_err.into()),
-            (response, _) => response,
-        }
+        let body = Full::new(Bytes::from(self.body.clone().unwrap_or_default()));
+        Ok((addr, builder.body(body).map_err(|e| invalid(&e.to_string()))?))
     }
 }
 
-fn split_url(url: &str) -> Result<(String, String), HttpClientError> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| HttpClientError::Url(url.to_string()))?;
-    let (host_port, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => match rest.find('?') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        },
-    };
-    if host_port.is_empty() {
-        return Err(HttpClientError::Url(url.to_string()));
-    }
-    let path = if path.starts_with('?') { format!("/{path}") } else { path.to_string() };
-    Ok((host_port.to_string(), path))
+fn invalid(what: &str) -> HttpClientError {
+    HttpClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid request part {what:?}")))
 }
 
-fn read_response<R: BufRead>(
-    reader: &mut R,
-    method: &str,
+fn timed_out(what: &str, limit: Duration) -> HttpClientError {
+    HttpClientError::Io(io::Error::new(io::ErrorKind::TimedOut, format!("{what} took over {limit:?}")))
+}
+
+async fn exchange(
+    addr: SocketAddr,
+    request: Request<Full<Bytes>>,
+    timeout: Duration,
     on_data: &mut dyn FnMut(&[u8]),
 ) -> Result<HttpResponse, HttpClientError> {
-    let status_line =
-        read_line(reader)?.ok_or_else(|| HttpClientError::Malformed("connection closed before status".into()))?;
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| HttpClientError::Malformed(format!("bad status line {status_line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        let line =
-            read_line(reader)?.ok_or_else(|| HttpClientError::Malformed("connection closed in headers".into()))?;
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) =
-            line.split_once(':').ok_or_else(|| HttpClientError::Malformed(format!("bad header line {line:?}")))?;
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-    }
-    let mut response = HttpResponse { status, headers, body: Vec::new() };
-    if method.eq_ignore_ascii_case("HEAD") || status == 204 || status == 304 || status < 200 {
-        return Ok(response);
-    }
-    let chunked = response.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    let length = response.header("content-length").and_then(|v| v.parse::<usize>().ok());
-    let complete = if chunked {
-        read_chunked(reader, &mut response.body, on_data)
-    } else if let Some(length) = length {
-        read_exactly(reader, length, &mut response.body, on_data)
-    } else {
-        read_to_close(reader, &mut response.body, on_data).map(|()| true)
+    let head = async {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let io = TokioIo::new(WriteErrorsEndTheUpload { stream, failed: false });
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(request_error)?;
+        // Runs the connection while this request is under way; `connection: close` ends it.
+        tokio::spawn(connection);
+        sender.send_request(request).await.map_err(request_error)
     };
-    match complete {
-        Ok(true) => Ok(response),
-        Ok(false) => Err(HttpClientError::Incomplete { partial: response }),
-        Err(e) if is_cut(&e) => Err(HttpClientError::Incomplete { partial: response }),
-        Err(e) => Err(e.into()),
-    }
-}
+    let response = tokio::time::timeout(timeout, head).await.map_err(|_| timed_out("the response head", timeout))??;
 
-/// Connection reset or closed mid-body: the server aborted the response.
-fn is_cut(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(e.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe)
-}
-
-fn read_line<R: BufRead>(reader: &mut R) -> Result<Option<String>, HttpClientError> {
-    let mut line = Vec::new();
-    let n = reader.take(64 * 1024).read_until(b'\n', &mut line)?;
-    if n == 0 {
-        return Ok(None);
-    }
-    if !line.ends_with(b"\n") {
-        return Err(HttpClientError::Malformed("line too long or cut".into()));
-    }
-    let text = String::from_utf8_lossy(&line);
-    Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()))
-}
-
-/// Returns false if the connection closed before `length` bytes arrived.
-fn read_exactly<R: Read>(
-    reader: &mut R,
-    mut length: usize,
-    body: &mut Vec<u8>,
-    on_data: &mut dyn FnMut(&[u8]),
-) -> std::io::Result<bool> {
-    let mut buf = [0u8; 16 * 1024];
-    while length > 0 {
-        let want = length.min(buf.len());
-        let n = reader.read(&mut buf[..want])?;
-        if n == 0 {
-            return Ok(false);
-        }
-        body.extend_from_slice(&buf[..n]);
-        on_data(&buf[..n]);
-        length -= n;
-    }
-    Ok(true)
-}
-
-fn read_to_close<R: Read>(reader: &mut R, body: &mut Vec<u8>, on_data: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
-    let mut buf = [0u8; 16 * 1024];
+    let (head, mut body) = response.into_parts();
+    let headers = head
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).trim().to_owned()))
+        .collect();
+    let mut response = HttpResponse { status: head.status.as_u16(), headers, body: Vec::new() };
     loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        body.extend_from_slice(&buf[..n]);
-        on_data(&buf[..n]);
-    }
-}
-
-/// Returns false if the connection closed before the terminating zero-size chunk.
-fn read_chunked<R: BufRead>(
-    reader: &mut R,
-    body: &mut Vec<u8>,
-    on_data: &mut dyn FnMut(&[u8]),
-) -> std::io::Result<bool> {
-    loop {
-        let mut size_line = String::new();
-        if reader.read_line(&mut size_line)? == 0 || !size_line.ends_with('\n') {
-            return Ok(false);
-        }
-        let size_text = size_line.trim().split(';').next().unwrap_or("");
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad chunk size line {size_line:?}"))
-        })?;
-        if size == 0 {
-            // Trailers until an empty line; a missing final CRLF still counts as complete.
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-                    return Ok(true);
+        let frame = tokio::time::timeout(timeout, body.frame()).await.map_err(|_| timed_out("a body read", timeout))?;
+        match frame {
+            None => return Ok(response),
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    response.body.extend_from_slice(data);
+                    on_data(data);
                 }
             }
-        }
-        if !read_exactly(reader, size, body, on_data)? {
-            return Ok(false);
-        }
-        let mut crlf = [0u8; 2];
-        if let Err(e) = reader.read_exact(&mut crlf) {
-            return if e.kind() == std::io::ErrorKind::UnexpectedEof { Ok(false) } else { Err(e) };
+            // Cut, reset, or a broken chunked encoding: what arrived is all there is.
+            Some(Err(_)) => return Err(HttpClientError::Incomplete { partial: response }),
         }
     }
+}
+
+/// The socket for hyper, except that once a write fails (the server closed or reset the
+/// connection, typically after answering early without reading the whole body) the rest of the
+/// request is dropped instead of failing it, so hyper goes on to read the answer the server sent.
+/// A server that sent nothing still fails the request: the read then finds the reset or the end.
+struct WriteErrorsEndTheUpload {
+    stream: TcpStream,
+    failed: bool,
+}
+
+impl AsyncRead for WriteErrorsEndTheUpload {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteErrorsEndTheUpload {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if self.failed {
+            return Poll::Ready(Ok(data.len()));
+        }
+        match Pin::new(&mut self.stream).poll_write(cx, data) {
+            Poll::Ready(Err(e)) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {
+                self.failed = true;
+                Poll::Ready(Ok(data.len()))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.failed {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.failed {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// No response head: an I/O error (reset, ...) keeps its kind; anything else (the server
+/// closed or answered garbage before a status line) is a malformed response.
+fn request_error(e: hyper::Error) -> HttpClientError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return HttpClientError::Io(io::Error::new(io.kind(), format!("{e}: {io}")));
+        }
+        source = err.source();
+    }
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(err) = source {
+        message.push_str(&format!(": {err}"));
+        source = err.source();
+    }
+    HttpClientError::Malformed(message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn target(url: &str) -> Result<(String, String), HttpClientError> {
+        let (addr, r) = HttpRequest::get(url).build()?;
+        Ok((r.headers()[HOST].to_str().unwrap().to_owned(), format!("{addr}{}", r.uri())))
+    }
+
     #[test]
-    fn splits_urls() {
-        let (h, p) = split_url("http://127.0.0.1:80/a/b?c=d").unwrap();
-        assert_eq!((h.as_str(), p.as_str()), ("127.0.0.1:80", "/a/b?c=d"));
-        let (h, p) = split_url("http://127.0.0.1:80").unwrap();
-        assert_eq!((h.as_str(), p.as_str()), ("127.0.0.1:80", "/"));
-        let (_, p) = split_url("http://127.0.0.1:80?x=1").unwrap();
-        assert_eq!(p, "/?x=1");
-        assert!(split_url("https://x").is_err());
+    fn addresses_the_resolved_loopback_ip_with_the_urls_host() {
+        let (host, uri) = target("http://127.0.0.1:80/a/b?c=d").unwrap();
+        assert_eq!((host.as_str(), uri.as_str()), ("127.0.0.1:80", "127.0.0.1:80/a/b?c=d"));
+        let (_, uri) = target("http://127.0.0.1:8080").unwrap();
+        assert_eq!(uri, "127.0.0.1:8080/");
+        let (_, uri) = target("http://127.0.0.1:80?x=1").unwrap();
+        assert_eq!(uri, "127.0.0.1:80/?x=1");
+        let (host, uri) = target("http://localhost:9/").unwrap();
+        assert_eq!(host, "localhost:9");
+        assert!(uri == "127.0.0.1:9/" || uri == "[::1]:9/", "{uri}");
+        assert!(target("https://127.0.0.1/").is_err());
+        assert!(target("http://192.0.2.1:80/").is_err(), "not loopback");
+        assert!(target("nonsense").is_err());
+    }
+
+    /// Serves `raw` once on a loopback port, then closes; returns the URL.
+    fn raw_server(raw: &'static [u8]) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(raw);
+        });
+        url
     }
 
     #[test]
     fn reads_chunked_and_detects_truncation() {
-        let full = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
-        let r = read_response(&mut &full[..], "GET", &mut |_| {}).unwrap();
+        let full = raw_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+        let r = HttpRequest::get(&full).send().unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, &b"abc"[..]));
-        let cut = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
-        match read_response(&mut &cut[..], "GET", &mut |_| {}) {
-            Err(HttpClientError::Incomplete { partial }) => assert_eq!(partial.body, b"abc"),
+        let cut = raw_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n3\r\nabc\r\n");
+        match HttpRequest::get(&cut).send() {
+            Err(HttpClientError::Incomplete { partial }) => {
+                assert_eq!((partial.status, partial.body.as_slice()), (200, &b"abc"[..]));
+                assert_eq!(partial.header("x-a"), Some("b"));
+            }
             other => panic!("expected Incomplete, got {other:?}"),
         }
-        let short = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab";
-        assert!(matches!(read_response(&mut &short[..], "GET", &mut |_| {}), Err(HttpClientError::Incomplete { .. })));
+        let short = raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab");
+        match HttpRequest::get(&short).send() {
+            Err(HttpClientError::Incomplete { partial }) => assert_eq!(partial.body, b"ab"),
+            other => panic!("expected Incomplete, got {other:?}"),
+        }
+        let to_close = raw_server(b"HTTP/1.1 200 OK\r\n\r\nuntil close");
+        assert_eq!(HttpRequest::get(&to_close).send().unwrap().body, b"until close");
+        let nothing = raw_server(b"");
+        assert!(matches!(HttpRequest::get(&nothing).send(), Err(HttpClientError::Malformed(_))));
+    }
+
+    #[test]
+    fn an_answer_sent_before_a_large_body_was_read_is_still_read() {
+        use std::io::{BufRead, Write};
+        for linger in [Duration::ZERO, Duration::from_millis(200)] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}/", listener.local_addr().unwrap());
+            let server = std::thread::spawn(move || {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = std::io::BufReader::new(stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 2 {
+                    line.clear();
+                }
+                let mut stream = reader.into_inner();
+                stream
+                    .write_all(b"HTTP/1.1 413 Too Large\r\ncontent-length: 5\r\nconnection: close\r\n\r\nlarge")
+                    .unwrap();
+                std::thread::sleep(linger);
+            });
+            let result = HttpRequest::post(&url).body(vec![b'x'; 16 << 20]).timeout(Duration::from_secs(5)).send();
+            server.join().unwrap();
+            match result {
+                Ok(r) => assert_eq!((r.status, r.body.as_slice()), (413, &b"large"[..]), "linger {linger:?}"),
+                Err(e) => panic!("linger {linger:?}: {e:?}"),
+            }
+        }
     }
 }

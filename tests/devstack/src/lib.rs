@@ -21,14 +21,12 @@
 //! Nothing here may ever be a dependency of the wasm package: it uses processes, sockets,
 //! threads and tokio. Module list and re-exports only.
 
-pub mod cli;
 pub mod http_client;
 pub mod http_server;
 pub mod node;
 pub mod process;
-pub mod redis_pool;
+pub mod redis_client;
 pub mod redis_server;
-pub mod resp;
 pub mod spin;
 pub mod stack;
 pub mod upstash;

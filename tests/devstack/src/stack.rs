@@ -26,8 +26,8 @@ pub enum Upstream {
     Real { base_url: String, api_key: String },
 }
 
-/// Which runtime serves the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which runtime serves the gateway (`cloudflare` or `spin` on the binaries' command lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum HostKind {
     /// workerd through `wrangler dev`.
     #[default]

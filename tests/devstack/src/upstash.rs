@@ -2,8 +2,8 @@
 //! path-style commands, `/pipeline`, `/multi-exec`, Bearer or `_token` auth, and
 //! `Upstash-Encoding: base64`, so the official clients can be pointed at a local Redis.
 //!
-//! This module routes and answers HTTP. It must not parse RESP (`resp`), manage connections
-//! (`redis_pool`) or map replies (`upstash::reply`), and it is for tests and local runs only:
+//! This module routes and answers HTTP. It must not talk RESP or manage connections
+//! (`redis_client`) or map replies (`upstash::reply`), and it is for tests and local runs only:
 //! it is not hardened for the internet.
 
 mod command;
@@ -23,8 +23,7 @@ pub use self::command::{Command, CommandError};
 pub use self::reply::Encoding;
 use crate::http_server::{json_response, read_body_limited, serve_with, BackgroundServer};
 use crate::http_server::{Body, ServerError};
-use crate::redis_pool::{PoolError, RedisPool, COMMAND_TIMEOUT, CONNECT_TIMEOUT};
-use crate::resp::Reply;
+use crate::redis_client::{RedisClient, RedisError, Transaction, Value as Reply, COMMAND_TIMEOUT, CONNECT_TIMEOUT};
 use crate::urlcodec::query_param;
 
 /// Largest request body accepted (Upstash's limit on paid plans; larger is rejected
@@ -35,7 +34,7 @@ pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
 pub const UNAUTHORIZED_MESSAGE: &str = "WRONGPASS invalid or missing auth token";
 
 struct State {
-    pool: RedisPool,
+    redis: RedisClient,
     token: String,
 }
 
@@ -61,8 +60,8 @@ impl Default for UpstashOptions {
 
 /// [`serve`] with explicit timeouts.
 pub async fn serve_with_options(listener: TcpListener, redis: SocketAddr, token: String, options: UpstashOptions) {
-    let pool = RedisPool::with_timeouts(redis, options.connect_timeout, options.command_timeout);
-    let state = Arc::new(State { pool, token });
+    let redis = RedisClient::with_timeouts(redis, options.connect_timeout, options.command_timeout);
+    let state = Arc::new(State { redis, token });
     serve_with(listener, move |request| handle(Arc::clone(&state), request)).await;
 }
 
@@ -157,19 +156,19 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body>
 
     let outcome = match path.as_str() {
         "/" => match command::parse_single(&body) {
-            Ok(cmd) => run_single(&state.pool, cmd, encoding).await,
+            Ok(cmd) => run_single(&state.redis, cmd, encoding).await,
             Err(e) => Err(bad_request(e)),
         },
         "/pipeline" | "/pipeline/" => match command::parse_batch(&body) {
-            Ok(cmds) => run_pipeline(&state.pool, cmds, encoding).await,
+            Ok(cmds) => run_pipeline(&state.redis, cmds, encoding).await,
             Err(e) => Err(bad_request(e)),
         },
         "/multi-exec" | "/multi-exec/" => match command::parse_batch(&body) {
-            Ok(cmds) => run_multi_exec(&state.pool, cmds, encoding).await,
+            Ok(cmds) => run_multi_exec(&state.redis, cmds, encoding).await,
             Err(e) => Err(bad_request(e)),
         },
         _ => match command::parse_path(&path, &body, query.as_deref()) {
-            Ok(cmd) => run_single(&state.pool, cmd, encoding).await,
+            Ok(cmd) => run_single(&state.redis, cmd, encoding).await,
             Err(e) => Err(bad_request(e)),
         },
     };
@@ -195,30 +194,31 @@ fn bad_request(e: CommandError) -> Response<Body> {
     error(StatusCode::BAD_REQUEST, e.0)
 }
 
-/// Redis could not answer: 504 if it timed out, else 503.
-fn unavailable(e: PoolError) -> Response<Body> {
+/// Redis could not answer: 504 if it timed out, 502 if it answered nonsense, else 503.
+fn unavailable(e: RedisError) -> Response<Body> {
     let status = match e {
-        PoolError::CommandTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
+        RedisError::CommandTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        RedisError::Unexpected { .. } => StatusCode::BAD_GATEWAY,
+        RedisError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, format!("ERR {e}"))
 }
 
 type Outcome = Result<Response<Body>, Response<Body>>;
 
-async fn run_single(pool: &RedisPool, cmd: Command, encoding: Encoding) -> Outcome {
+async fn run_single(redis: &RedisClient, cmd: Command, encoding: Encoding) -> Outcome {
     command::refuse_unsupported(&cmd).map_err(bad_request)?;
-    let replies = pool.run(&[cmd]).await.map_err(unavailable)?;
+    let replies = redis.pipeline(&[cmd]).await.map_err(unavailable)?;
     let reply = replies.into_iter().next().expect("one reply per command");
     let status = match reply {
-        Reply::Error(_) => StatusCode::BAD_REQUEST,
+        Reply::ServerError(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
     };
     Ok(json_response(status, &reply::envelope(&reply, encoding)))
 }
 
 /// Not atomic: each command answers `{"result"}` or `{"error"}` in order, status 200.
-async fn run_pipeline(pool: &RedisPool, cmds: Vec<Command>, encoding: Encoding) -> Outcome {
+async fn run_pipeline(redis: &RedisClient, cmds: Vec<Command>, encoding: Encoding) -> Outcome {
     let mut slots: Vec<Option<Value>> = Vec::with_capacity(cmds.len());
     let mut to_send = Vec::with_capacity(cmds.len());
     for cmd in cmds {
@@ -231,7 +231,7 @@ async fn run_pipeline(pool: &RedisPool, cmds: Vec<Command>, encoding: Encoding) 
         }
     }
     let mut replies =
-        if to_send.is_empty() { Vec::new() } else { pool.run(&to_send).await.map_err(unavailable)? }.into_iter();
+        if to_send.is_empty() { Vec::new() } else { redis.pipeline(&to_send).await.map_err(unavailable)? }.into_iter();
     let results: Vec<Value> = slots
         .into_iter()
         .map(|slot| {
@@ -247,29 +247,15 @@ async fn run_pipeline(pool: &RedisPool, cmds: Vec<Command>, encoding: Encoding) 
 /// Atomic: `MULTI`, the commands, `EXEC` on one connection. A command Redis refuses to
 /// queue discards the whole transaction (400 with one `{"error"}`), as Upstash documents;
 /// a command that fails while executing is an `{"error"}` entry and the rest still run.
-async fn run_multi_exec(pool: &RedisPool, cmds: Vec<Command>, encoding: Encoding) -> Outcome {
+async fn run_multi_exec(redis: &RedisClient, cmds: Vec<Command>, encoding: Encoding) -> Outcome {
     for cmd in &cmds {
         command::refuse_unsupported(cmd).map_err(bad_request)?;
     }
-    let count = cmds.len();
-    let mut all = Vec::with_capacity(count + 2);
-    all.push(vec![b"MULTI".to_vec()]);
-    all.extend(cmds);
-    all.push(vec![b"EXEC".to_vec()]);
-    let replies = pool.run(&all).await.map_err(unavailable)?;
-    let queue_error = replies[1..=count].iter().find_map(|r| match r {
-        Reply::Error(message) => Some(message.clone()),
-        _ => None,
-    });
-    if let Some(message) = queue_error {
-        return Err(error(StatusCode::BAD_REQUEST, message));
-    }
-    match &replies[count + 1] {
-        Reply::Array(results) => {
+    match redis.transaction(&cmds).await.map_err(unavailable)? {
+        Transaction::Ran(results) => {
             let results = results.iter().map(|r| reply::envelope(r, encoding)).collect();
             Ok(json_response(StatusCode::OK, &Value::Array(results)))
         }
-        Reply::Error(message) => Err(error(StatusCode::BAD_REQUEST, message.clone())),
-        other => Err(error(StatusCode::BAD_GATEWAY, format!("ERR unexpected EXEC reply from redis: {other:?}"))),
+        Transaction::Discarded(refusal) => Err(error(StatusCode::BAD_REQUEST, reply::error_message(&refusal))),
     }
 }

@@ -69,7 +69,8 @@ fn upstash_rest_binary_rejects_bad_arguments() {
         .output()
         .expect("run upstash-rest");
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--token is required"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("required") && stderr.contains("--token"), "{stderr}");
 }
 
 #[test]

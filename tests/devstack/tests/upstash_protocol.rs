@@ -335,3 +335,30 @@ fn concurrent_requests_share_the_pool_correctly() {
     });
     assert_eq!(body(&s.command(json!(["GET", "shared"]), false)), json!({"result": "200"}));
 }
+
+#[test]
+fn concurrent_transactions_stay_atomic_next_to_single_commands() {
+    // Each transaction increments twice: its two results must be consecutive however the
+    // single INCRs of the other threads and the other transactions interleave with it.
+    let s = Stack::start();
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..20 {
+                    let r = s.authed("POST", "/multi-exec").json(&json!([["INCR", "tx"], ["INCR", "tx"]])).send();
+                    let value = body(&r.expect("request"));
+                    let (a, b) = (value[0]["result"].as_i64(), value[1]["result"].as_i64());
+                    assert_eq!(b, a.map(|a| a + 1), "{value}");
+                }
+            });
+            scope.spawn(|| {
+                for _ in 0..20 {
+                    let pipeline = s.authed("POST", "/pipeline").json(&json!([["INCR", "tx"], ["GET", "tx"]]));
+                    assert_eq!(pipeline.send().expect("request").status, 200);
+                    assert_eq!(s.command(json!(["INCR", "tx"]), false).status, 200);
+                }
+            });
+        }
+    });
+    assert_eq!(body(&s.command(json!(["GET", "tx"]), false)), json!({"result": "320"}));
+}

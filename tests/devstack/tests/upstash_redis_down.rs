@@ -95,3 +95,49 @@ fn hung_redis_times_out_with_504_instead_of_hanging() {
     assert!(t >= Duration::from_millis(250), "answered before the timeout: {t:?}");
     drop(blackhole);
 }
+
+#[test]
+fn redis_killed_under_load_gives_quick_5xx_then_recovers() {
+    let mut redis = RedisServer::start().expect("start redis-server");
+    let upstash = spawn_upstash(redis.addr(), TOKEN);
+    let url = upstash.url();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ok, failed) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|i| {
+                let (url, stop) = (&url, &stop);
+                scope.spawn(move || {
+                    let (mut ok, mut failed) = (0u32, 0u32);
+                    let paths = ["/", "/pipeline", "/multi-exec"];
+                    for n in 0..2000 {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let path = paths[(i + n) % paths.len()];
+                        let command = if path == "/" { json!(["INCR", "load"]) } else { json!([["INCR", "load"]]) };
+                        let (response, t) = post(url, path, command);
+                        if response.status == 200 {
+                            ok += 1;
+                        } else {
+                            assert_quick_5xx(&response, t, path);
+                            failed += 1;
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        redis.stop();
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        workers.into_iter().map(|w| w.join().expect("worker")).fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+    });
+    assert!(ok > 0 && failed > 0, "load before and after the kill: {ok} ok, {failed} failed");
+    redis.restart().expect("restart redis-server");
+    for path in ["/", "/pipeline", "/multi-exec", "/"] {
+        let command = if path == "/" { json!(["PING"]) } else { json!([["PING"]]) };
+        let (response, _) = post(&url, path, command);
+        assert_eq!(response.status, 200, "{path} after restart: {}", response.text());
+    }
+}

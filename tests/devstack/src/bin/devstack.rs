@@ -3,24 +3,26 @@
 //! upstream, or real OpenAI when OPENAI_API_KEY is set. Prints the URL and examples; Ctrl-C stops
 //! everything. The worker must already be built (`npm start` builds it).
 
-use anyhow::Context as _;
-use devstack::cli::parse_flags;
+use clap::Parser;
 use devstack::stack::{HostKind, Stack, StackOptions, Upstream, ADMIN_KEY, KEY_A};
 
-const USAGE: &str = "usage: devstack up [--port 8787] [--host cloudflare|spin]";
+#[derive(Parser)]
+#[command(name = "devstack", about = "Runs llm-edge-cache locally on its dev stack")]
+enum Command {
+    /// Runs the gateway with redis-server, the Upstash REST endpoint and the fake upstream
+    /// (or real OpenAI when OPENAI_API_KEY is set) until Ctrl-C
+    Up {
+        /// Port the gateway listens on
+        #[arg(long, default_value_t = 8787)]
+        port: u16,
+        /// Which runtime serves the gateway
+        #[arg(long, value_enum, default_value_t = HostKind::Cloudflare)]
+        host: HostKind,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    if args.next().as_deref() != Some("up") {
-        anyhow::bail!("{USAGE}");
-    }
-    let flags = parse_flags(args, &["port", "host"], USAGE)?;
-    let host = match flags.get("host").map(String::as_str) {
-        None | Some("cloudflare") => HostKind::Cloudflare,
-        Some("spin") => HostKind::Spin,
-        Some(other) => anyhow::bail!("--host {other:?}: expected cloudflare or spin\n{USAGE}"),
-    };
-    let port: u16 = flags.get("port").map_or(Ok(8787), |p| p.parse()).context("--port must be a port number")?;
+    let Command::Up { port, host } = Command::parse();
     let upstream = match std::env::var("OPENAI_API_KEY") {
         Ok(key) if !key.trim().is_empty() => Upstream::Real {
             base_url: std::env::var("UPSTREAM_BASE_URL").unwrap_or_else(|_| "https://api.openai.com/v1".into()),

@@ -6,26 +6,25 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use clap::Parser;
 
-const USAGE: &str = "usage: upstash-rest --listen 127.0.0.1:8079 --redis 127.0.0.1:6379 --token TOKEN\n\
-  --listen  address to serve HTTP on (default 127.0.0.1:8079; port 0 picks a free one)\n\
-  --redis   address of a running redis-server (default 127.0.0.1:6379)\n\
-  --token   bearer token clients must send (required)";
+/// Serves the Upstash REST API over a redis-server that is already running.
+#[derive(Parser)]
+#[command(name = "upstash-rest")]
+struct Args {
+    /// Address to serve HTTP on (port 0 picks a free one)
+    #[arg(long, default_value = "127.0.0.1:8079")]
+    listen: SocketAddr,
+    /// Address of a running redis-server
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    redis: SocketAddr,
+    /// Bearer token clients must send
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    token: String,
+}
 
 fn main() -> anyhow::Result<()> {
-    let flags = devstack::cli::parse_flags(std::env::args().skip(1), &["listen", "redis", "token"], USAGE)?;
-    let listen: SocketAddr = flags
-        .get("listen")
-        .map_or("127.0.0.1:8079", String::as_str)
-        .parse()
-        .context("--listen must be an address like 127.0.0.1:8079")?;
-    let redis: SocketAddr = flags
-        .get("redis")
-        .map_or("127.0.0.1:6379", String::as_str)
-        .parse()
-        .context("--redis must be an address like 127.0.0.1:6379")?;
-    let token =
-        flags.get("token").filter(|t| !t.is_empty()).with_context(|| format!("--token is required\n{USAGE}"))?.clone();
+    let Args { listen, redis, token } = Args::parse();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("start tokio")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;

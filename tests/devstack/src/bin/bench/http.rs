@@ -1,6 +1,10 @@
 //! The benchmark's HTTP client: one HTTP/1.1 keep-alive connection to a loopback port, written
 //! by hand so that a timed request is exactly one write and one read on an open socket (devstack's
 //! `HttpRequest` opens a connection per request, which would put a TCP handshake in every sample).
+//! It stays hand-written although devstack's other HTTP client is hyper's: on the same loopback
+//! requests (`client_overhead` below, a 50 us round trip), hyper's bare HTTP/1 connection, the
+//! least any hyper-based client does, adds 8 to 9 us at p50 and hyper-util's pooled client 12 to
+//! 16 us, a constant the bench would add to every sample it times.
 //!
 //! Must not: follow redirects, decode anything but `content-length` and chunked bodies, or talk
 //! to anything but 127.0.0.1.
@@ -149,4 +153,106 @@ fn read_line(conn: &mut BufReader<TcpStream>) -> anyhow::Result<String> {
         bail!("connection closed");
     }
     Ok(String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt as _, Full};
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    use super::*;
+    use crate::probe::chat_body;
+    use crate::stats::{Samples, Series};
+
+    /// Why this client is written by hand: the same request to the same loopback server, round
+    /// by round (the order rotating every round), from this client and from two library clients
+    /// at their fastest here, each on one current-thread runtime over one kept-alive connection:
+    /// hyper's bare HTTP/1 connection (the least any hyper-based client does, devstack's
+    /// `HttpRequest` included) and hyper-util's pooled client (what reqwest builds on). Prints
+    /// the three series and each library's difference to this client.
+    ///
+    /// `cargo test -p devstack --release --bin bench -- --ignored --nocapture client_overhead`
+    #[test]
+    #[ignore = "a measurement, not a check: run it by name"]
+    fn client_overhead() {
+        const ROUNDS: usize = 5000;
+        const WARMUP: usize = 500;
+        let upstream = devstack::spawn_upstream();
+        let port = upstream.addr().port();
+        let probe = Probe::routed("gpt-4o-mini", "unused", "1", false);
+        let body = Bytes::from(chat_body("gpt-4o-mini", "benchmark: routed request, never cached"));
+        assert_eq!(body, probe.body, "every client sends the same request");
+        let request = |uri: &str| {
+            http::Request::post(uri)
+                .header("host", format!("127.0.0.1:{port}"))
+                .header("authorization", format!("Bearer {KEY_A}"))
+                .header("content-type", "application/json")
+                .header("cache-control", "no-store")
+                .body(Full::new(body.clone()))
+                .unwrap()
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+        let mut hand = KeepAlive::new(port);
+        let mut bare = runtime.block_on(async {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            tokio::spawn(connection);
+            sender
+        });
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let pooled: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+        let url = format!("http://127.0.0.1:{port}{}", probe.path);
+
+        let mut samples = vec![Samples::default(); 3];
+        for round in 0..WARMUP + ROUNDS {
+            for slot in 0..3 {
+                let which = (slot + round) % 3;
+                let start = Instant::now();
+                let (status, length) = match which {
+                    0 => hand.timed(&probe).map(|(_, r)| (r.status, r.body.len())).unwrap(),
+                    1 => runtime.block_on(async {
+                        bare.ready().await.unwrap();
+                        let response = bare.send_request(request(probe.path)).await.unwrap();
+                        (response.status().as_u16(), response.into_body().collect().await.unwrap().to_bytes().len())
+                    }),
+                    _ => runtime.block_on(async {
+                        let response = pooled.request(request(&url)).await.unwrap();
+                        (response.status().as_u16(), response.into_body().collect().await.unwrap().to_bytes().len())
+                    }),
+                };
+                let ms = start.elapsed().as_secs_f64() * 1000.0;
+                assert!(status == 200 && length > 100, "client {which}: {status}, {length} bytes");
+                if round >= WARMUP {
+                    samples[which].wall_ms.push(ms);
+                }
+            }
+        }
+        let names = ["hand-written keep-alive client", "hyper HTTP/1 connection", "hyper-util pooled client"];
+        let series: Vec<Series> =
+            names.iter().zip(&samples).map(|(name, s)| Series::new("loopback", name, s)).collect();
+        println!("{ROUNDS} rounds after {WARMUP} warm-up, POST /v1/chat/completions to the fake upstream (ms)");
+        println!("| client | n | p50 | p90 | p99 | mean |\n|---|---:|---:|---:|---:|---:|");
+        for s in &series {
+            println!("| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |", s.name, s.n, s.p50, s.p90, s.p99, s.mean);
+        }
+        for s in &series[1..] {
+            let h = &series[0];
+            println!(
+                "{} - hand-written: {:+.3} at p50, {:+.3} at p90, {:+.3} at p99, {:+.3} mean",
+                s.name,
+                s.p50 - h.p50,
+                s.p90 - h.p90,
+                s.p99 - h.p99,
+                s.mean - h.mean
+            );
+        }
+        assert_eq!(hand.reconnects, 0);
+    }
 }

@@ -32,7 +32,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use devstack::cli::parse_flags;
+use clap::Parser;
 use devstack::stack::{HostKind, Stack, StackOptions};
 use devstack::worker::repo_root;
 use serde_json::json;
@@ -45,10 +45,8 @@ use crate::report::Report;
 use crate::stats::{Diff, Samples, Series};
 use crate::wasm::wasm_sizes;
 
-const USAGE: &str = "usage: bench [--requests N] [--warmup N] [--hosts cloudflare,spin]
-  N samples per series after N warm-up rounds (defaults 1500 and 150); both hosts by default";
-const DEFAULT_REQUESTS: usize = 1500;
-const DEFAULT_WARMUP: usize = 150;
+const DEFAULT_REQUESTS: u32 = 1500;
+const DEFAULT_WARMUP: u32 = 150;
 /// A phase stops early (and the report says so) when it runs longer than this per series it
 /// interleaves: at most 30 s for phases 1 and 3 and 45 s for phase 2, so with the stacks'
 /// start-up the whole run stays under four minutes even on a loaded machine (under two normally).
@@ -57,6 +55,21 @@ pub const BUDGET_PER_SERIES: Duration = Duration::from_secs(15);
 
 /// The fallback stack's routing table: `direct` has one target, `fallback` two priorities.
 const FALLBACK_ROUTES: &str = r#"{"direct": [{"provider":"openai-compatible","id":"d","base_url":"{upstream}/v1","model":"d-model"}], "fallback": [{"provider":"openai-compatible","id":"f1","base_url":"{upstream}/v1","model":"f1-model"},{"provider":"openai-compatible","id":"f2","base_url":"{upstream}/v1","model":"f2-model","priority":1}]}"#;
+
+/// The command line.
+#[derive(Parser)]
+#[command(name = "bench", about = "Latency of cache hits and fallbacks against floors measured in the same run")]
+struct Args {
+    /// Samples per series
+    #[arg(long, default_value_t = DEFAULT_REQUESTS, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    requests: u32,
+    /// Warm-up rounds before sampling
+    #[arg(long, default_value_t = DEFAULT_WARMUP, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    warmup: u32,
+    /// Hosts to measure, comma-separated
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 1.., default_values_t = [HostKind::Cloudflare, HostKind::Spin])]
+    hosts: Vec<HostKind>,
+}
 
 /// How the run was asked to go.
 pub struct Settings {
@@ -134,30 +147,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn parse_settings() -> anyhow::Result<Settings> {
-    let flags = parse_flags(std::env::args().skip(1), &["requests", "warmup", "hosts"], USAGE)?;
-    let number = |name: &str, default: usize| -> anyhow::Result<usize> {
-        flags.get(name).map_or(Ok(default), |n| n.parse()).with_context(|| format!("--{name} must be a number"))
-    };
-    let requests = number("requests", DEFAULT_REQUESTS)?;
-    let warmup = number("warmup", DEFAULT_WARMUP)?;
-    if requests == 0 || requests > 100_000 || warmup > 10_000 {
-        bail!("--requests must be 1..=100000 and --warmup at most 10000\n{USAGE}");
-    }
-    let hosts = match flags.get("hosts") {
-        None => vec![HostKind::Cloudflare, HostKind::Spin],
-        Some(list) => list
-            .split(',')
-            .map(|h| match h.trim() {
-                "cloudflare" => Ok(HostKind::Cloudflare),
-                "spin" => Ok(HostKind::Spin),
-                other => bail!("unknown host {other:?} in --hosts\n{USAGE}"),
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?,
-    };
-    if hosts.is_empty() {
-        bail!("--hosts needs at least one host\n{USAGE}");
-    }
-    Ok(Settings { requests, warmup, hosts })
+    let Args { requests, warmup, hosts } = Args::parse();
+    Ok(Settings { requests: usize::try_from(requests)?, warmup: usize::try_from(warmup)?, hosts })
 }
 
 /// The three phases on one host, each stack stopped once its phases are done.
