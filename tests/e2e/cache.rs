@@ -165,7 +165,9 @@ fn provider_gets_gateway_key(ctx: &Ctx) {
 /// 1.2 MB fits Workers KV (25 MiB values) but not Spin's default store (1 MiB): on Spin the entry
 /// skips tier 1, is counted, and tier 2 serves it; nothing fails on either host.
 fn over_kv_limit(ctx: &Ctx) {
-    let s = ctx.own_stack(&[]);
+    // A 1.6 MB base64 value through the REST endpoint can take longer than the default 300 ms
+    // on a loaded machine, which would turn the tier-2 hit into a miss: sizes are the point here.
+    let s = ctx.own_stack(&[("REDIS_TIMEOUT_MS", "5000")]);
     let m = marker("big");
     let big = json!({"id": "chatcmpl-big", "object": "chat.completion", "model": "gpt-4o-mini",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "z".repeat(1_200_000)}, "finish_reason": "stop"}]});
