@@ -31,13 +31,13 @@ pub(super) fn translated(inner: BodyStream, translator: SseTranslator) -> BodySt
                 Some(Ok(chunk)) => match translator.push(&chunk) {
                     Ok(out) if out.is_empty() => continue,
                     Ok(out) => return Some((Ok(bytes::Bytes::from(out)), Some((inner, translator)))),
-                    Err(e) => return Some((Err(BodyError(e)), None)),
+                    Err(e) => return Some((Err(BodyError(e.to_string())), None)),
                 },
                 Some(Err(e)) => return Some((Err(e), None)),
                 None => {
                     return match translator.finish() {
                         Ok(out) => Some((Ok(bytes::Bytes::from(out)), None)),
-                        Err(e) => Some((Err(BodyError(e)), None)),
+                        Err(e) => Some((Err(BodyError(e.to_string())), None)),
                     }
                 }
             }
