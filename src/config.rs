@@ -72,6 +72,9 @@ pub struct UpstreamConfig {
     pub deadline_ms: u64,
     /// Bound on the silence between two chunks of a stream.
     pub stream_idle_timeout_ms: u64,
+    /// Bound on the wait for a stream's first content event, from the attempt's start (per target
+    /// `first_token_timeout_ms` in `ROUTES` overrides it); until then a stream may fail over.
+    pub first_token_timeout_ms: u64,
     /// Answers larger than this are not accepted (and so never stored).
     pub max_response_bytes: usize,
 }
@@ -105,6 +108,9 @@ pub struct Config {
     pub kv_timeout_ms: u64,
     /// How long tier 1 has to answer before tier 2 is asked too (`TIER2_HEDGE_MS`).
     pub tier2_hedge_ms: u64,
+    /// With a stale entry in hand, how long the providers have to start answering before the
+    /// stale entry answers instead (`STALE_DEADLINE_MS`; bounds the failover like its deadline).
+    pub stale_deadline_ms: u64,
     pub max_body_bytes: usize,
     pub max_entry_bytes: usize,
     pub cors: Cors,
@@ -130,6 +136,15 @@ pub const DEFAULT_UPSTREAM: &str = "https://api.openai.com/v1";
 /// command, and a slower tier 1 costs a tier-2 hit only this much (README, Cache behaviour).
 pub const DEFAULT_TIER2_HEDGE_MS: u64 = 25;
 
+/// The wait for a stream's first content event (README, Routing and failover): as long as a
+/// stream may stay silent between chunks (`UPSTREAM_STREAM_IDLE_TIMEOUT_MS`'s default), which is
+/// room for most reasoning before the first token; a provider that has sent nothing worth
+/// showing by then is given up while the client has seen nothing.
+pub const DEFAULT_FIRST_TOKEN_TIMEOUT_MS: u64 = 60_000;
+
+/// How long a stale entry waits for the providers (README, Cache behaviour).
+pub const DEFAULT_STALE_DEADLINE_MS: u64 = 10_000;
+
 /// Every variable `Config::from_vars` reads, besides the key secrets `ROUTES` names (see
 /// `Config::variables_for`). Hosts whose variables must be fetched ahead (Spin) fetch these;
 /// a test checks that nothing else is read.
@@ -141,6 +156,8 @@ pub const VARIABLES: &[&str] = &[
     "UPSTREAM_TIMEOUT_MS",
     "UPSTREAM_DEADLINE_MS",
     "UPSTREAM_STREAM_IDLE_TIMEOUT_MS",
+    "UPSTREAM_FIRST_TOKEN_TIMEOUT_MS",
+    "STALE_DEADLINE_MS",
     "MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_TOKENS",
     "RETRIES_PER_TARGET",
@@ -215,6 +232,12 @@ impl Config {
             timeout_ms: r.number("UPSTREAM_TIMEOUT_MS", 120_000, 1, 600_000),
             deadline_ms: r.number("UPSTREAM_DEADLINE_MS", 180_000, 1, 900_000),
             stream_idle_timeout_ms: r.number("UPSTREAM_STREAM_IDLE_TIMEOUT_MS", 60_000, 1, 600_000),
+            first_token_timeout_ms: r.number(
+                "UPSTREAM_FIRST_TOKEN_TIMEOUT_MS",
+                DEFAULT_FIRST_TOKEN_TIMEOUT_MS,
+                1,
+                600_000,
+            ),
             max_response_bytes: r.number("MAX_RESPONSE_BYTES", 8 << 20, 1024, 64 << 20) as usize,
         };
         let upstash = r.upstash();
@@ -233,6 +256,7 @@ impl Config {
             stale_ttl_s: r.number("CACHE_STALE_TTL_SECONDS", 30 * 86_400, 0, 365 * 86_400),
             kv_timeout_ms: r.number("KV_TIMEOUT_MS", 200, 1, 60_000),
             tier2_hedge_ms: r.number("TIER2_HEDGE_MS", DEFAULT_TIER2_HEDGE_MS, 0, 60_000),
+            stale_deadline_ms: r.number("STALE_DEADLINE_MS", DEFAULT_STALE_DEADLINE_MS, 1, 900_000),
             max_body_bytes: r.number("MAX_BODY_BYTES", 4 << 20, 1024, 64 << 20) as usize,
             max_entry_bytes: r.number("MAX_ENTRY_BYTES", 4 << 20, 1024, 24 << 20) as usize,
             cors: r.cors("CORS_ALLOWED_ORIGINS"),
@@ -435,6 +459,7 @@ impl<V: Vars> Reader<'_, V> {
             priority: 0,
             timeout_ms: None,
             first_byte_timeout_ms: None,
+            first_token_timeout_ms: None,
             default_max_tokens: defaults.default_max_tokens,
         })
     }

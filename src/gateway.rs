@@ -16,8 +16,9 @@ mod reply;
 mod streams;
 mod writes;
 
-use futures_util::stream;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use std::convert::Infallible;
+
+use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::json;
 
@@ -26,14 +27,13 @@ use crate::cache::entry::Entry;
 use crate::cache::key::{CacheKey, KeyScope};
 use crate::cache::policy::{Bypass, Policy};
 use crate::cache::status::{CacheReport, Lookup, Served};
-use crate::cache::storable::replayable;
 use crate::config::{Config, ConfigError};
-use crate::error::{ApiError, ErrorType};
+use crate::error::{ApiError, ErrorType, Tier};
 use crate::ports::{Body, CollectError, Host};
-use crate::providers::stream::SseTranslator;
 use crate::routing::table::{NoRoute, Target};
-use origin::{all_failed, routing_headers, speaks_openai, unsupported, Outcome};
-use streams::{idle_bounded, translated};
+use origin::{all_failed, routing_headers, unsupported, Outcome};
+use reply::Form;
+use streams::StreamEnd;
 
 pub use reply::Timing;
 
@@ -153,7 +153,7 @@ impl<H: Host> Exchange<'_, H> {
             Ok(p) => p,
             Err(e) => return reply::error(&e),
         };
-        let policy = match Policy::from_headers(&parts.headers, parsed.stream) {
+        let policy = match Policy::from_headers(&parts.headers) {
             Ok(p) => p,
             Err(e) => return reply::error(&e),
         };
@@ -180,9 +180,6 @@ impl<H: Host> Exchange<'_, H> {
                 ))
             }
         };
-        if parsed.stream {
-            return self.stream(&parsed, &policy, targets).await;
-        }
         let scope = KeyScope { generation: &self.config.generation, tenant, namespace: &policy.namespace };
         let key = CacheKey::chat_in(&scope, &parsed);
         self.cached_chat(&parsed, &policy, key, targets).await
@@ -249,7 +246,8 @@ impl<H: Host> Exchange<'_, H> {
         let _ = crate::ports::with_timeout(self.host, DRAIN_MAX_MS, body.discard(DRAIN_MAX_BYTES)).await;
     }
 
-    /// The layered lookup and, on a double miss, the provider.
+    /// The layered lookup and, on a double miss, the providers; in the form the client asked for
+    /// (one entry serves both: a stream is replayed from it, a streamed answer is stored as one).
     async fn cached_chat(
         &mut self,
         request: &ChatRequest,
@@ -257,6 +255,7 @@ impl<H: Host> Exchange<'_, H> {
         key: CacheKey,
         targets: &[Target],
     ) -> Response<Body> {
+        let form = Form::of(request);
         let mut report = CacheReport::new();
         let mut stale = None;
         if !policy.read {
@@ -269,125 +268,99 @@ impl<H: Host> Exchange<'_, H> {
             // Tier 1, then tier 2 when tier 1 misses or is slow; a tier-2 hit is copied to tier 1.
             let found = self.look_up(policy, &key, &mut report).await;
             if let Some((tier, entry)) = found.hit {
-                return reply::hit(tier, entry, report, self.host.now_ms());
+                match reply::hit(tier, entry, &report, self.host.now_ms(), form) {
+                    Ok(response) => return response,
+                    // Not a completion after all (written by something else): a miss.
+                    Err(_) => report.tier_mut(tier).lookup = Lookup::Failed { detail: "garbage" },
+                }
             }
             stale = found.stale;
         }
         if policy.only_if_cached {
             return reply::cache_miss("No fresh cached answer exists and the request said only-if-cached.", &report);
         }
-
+        // With a stale entry in hand, the providers have until the stale deadline to start.
+        let deadline = self.origin_deadline(stale.is_some());
+        report.served = if policy.bypass.is_some() { Served::Bypass } else { Served::Origin };
         let started = self.host.now_ms();
-        let outcome = self.call_targets(request, targets).await;
+        if request.stream {
+            let outcome = self.open_stream(request, targets, deadline, policy.write).await;
+            self.timing.origin_ms = Some(self.host.now_ms().saturating_sub(started));
+            let opened = match outcome.answer() {
+                Ok(opened) => opened,
+                Err(failed) => return self.unanswered(*failed, stale, report, form),
+            };
+            // Stored, if at all, when the stream has ended cleanly: Cache-Status cannot promise it.
+            let end = StreamEnd {
+                writes: self.writes(),
+                key: policy.write.then_some(key),
+                target: opened.target.id.clone(),
+                breaker: self.config.breaker,
+            };
+            let idle_ms = self.config.upstream.stream_idle_timeout_ms;
+            let mut response = reply::event_stream(streams::tee(opened.value, end, idle_ms));
+            reply::cache_headers(response.headers_mut(), &report);
+            routing_headers(response.headers_mut(), &opened.target.id, opened.attempts, opened.fallback);
+            return response;
+        }
+        let outcome = self.call_targets(request, targets, deadline).await;
         self.timing.origin_ms = Some(self.host.now_ms().saturating_sub(started));
-        match outcome {
-            Outcome::Answered { value: answer, target, attempts, fallback } => {
-                report.served = if policy.bypass.is_some() { Served::Bypass } else { Served::Origin };
-                let worth = replayable(&answer.body, self.config.store_truncated);
-                if let (true, Err(reason)) = (policy.write, worth) {
-                    self.log("info", "store_skipped", json!({"reason": reason.word(), "target": target.id}));
-                    self.count(reason.word());
-                } else if policy.write {
-                    // The entry shares the answer's bytes; the client is served from them too.
-                    let (now, fresh, stale) = (self.host.now_ms(), self.config.fresh_ttl_s, self.config.stale_ttl_s);
-                    let entry = Entry::new(now, fresh, stale, &target.id, &answer.model, answer.body.clone());
-                    self.store(key, entry, &mut report);
-                }
-                let mut response = reply::json(StatusCode::OK, answer.body);
-                reply::cache_headers(response.headers_mut(), &report);
-                routing_headers(response.headers_mut(), &target.id, attempts, fallback);
-                response
-            }
-            Outcome::ClientError { error, attempts } => {
-                let mut response = reply::error_with_cache(&error.to_api_error(), &report);
-                reply::set(response.headers_mut(), "x-attempts", &attempts.to_string());
-                response
-            }
+        let answered = match outcome.answer() {
+            Ok(answered) => answered,
+            Err(failed) => return self.unanswered(*failed, stale, report, form),
+        };
+        if policy.write {
+            let stored = self.writes().keep(key, &answered.value, &answered.target.id);
+            (report.kv.stored, report.redis.stored) = (stored.kv, stored.redis);
+        }
+        let mut response = reply::json(StatusCode::OK, answered.value.body);
+        reply::cache_headers(response.headers_mut(), &report);
+        routing_headers(response.headers_mut(), &answered.target.id, answered.attempts, answered.fallback);
+        response
+    }
+
+    /// No provider answered: a stale entry if one is in hand (stale-if-error), else the error.
+    fn unanswered(
+        &self,
+        outcome: Outcome<Infallible>,
+        stale: Option<(Tier, Entry)>,
+        mut report: CacheReport,
+        form: Form,
+    ) -> Response<Body> {
+        report.served = Served::Nothing;
+        let (error, attempts) = match outcome {
+            Outcome::Answered { value, .. } => match value {},
+            Outcome::Unsupported(reasons) => return reply::error_with_cache(&unsupported(&reasons), &report),
+            Outcome::ClientError { error, attempts } => (error.to_api_error(), attempts),
             Outcome::AllFailed { failures, last, attempts, retry_after_ms } => {
                 let error = all_failed(&failures, last.as_ref(), retry_after_ms);
-                let mut response = match stale {
-                    Some((tier, entry)) => reply::stale(tier, entry, report, self.host.now_ms(), error.code),
-                    None => reply::error_with_cache(&error, &report),
-                };
-                reply::set(response.headers_mut(), "x-attempts", &attempts.to_string());
-                response
+                let now = self.host.now_ms();
+                let stale = stale
+                    .and_then(|(tier, entry)| reply::stale(tier, entry, report.clone(), now, error.code, form).ok());
+                if let Some(mut response) = stale {
+                    reply::set(response.headers_mut(), "x-attempts", &attempts.to_string());
+                    return response;
+                }
+                (error, attempts)
             }
-            Outcome::Unsupported(reasons) => reply::error_with_cache(&unsupported(&reasons), &report),
-        }
-    }
-
-    /// Streams the first answering target's stream through, uncached (`x-cache: BYPASS`),
-    /// translated to OpenAI chunks when the provider speaks another format.
-    async fn stream(&mut self, request: &ChatRequest, policy: &Policy, targets: &[Target]) -> Response<Body> {
-        let mut report = CacheReport::new();
-        report.kv.lookup = Lookup::Bypassed(Bypass::Stream);
-        if self.config.upstash.is_some() {
-            report.redis.lookup = Lookup::Bypassed(Bypass::Stream);
-        }
-        if policy.only_if_cached {
-            let why = "Streaming answers are not cached, so an only-if-cached streaming request cannot be served.";
-            return reply::cache_miss(why, &report);
-        }
-        let started = self.host.now_ms();
-        let outcome = self.open_stream(request, targets).await;
-        self.timing.origin_ms = Some(self.host.now_ms().saturating_sub(started));
-        let error = match outcome {
-            Outcome::Answered { value: (parts, body), target, attempts, fallback } => {
-                report.served = Served::Bypass;
-                let idle_ms = self.config.upstream.stream_idle_timeout_ms;
-                let include_usage = request
-                    .stream_options
-                    .as_ref()
-                    .and_then(|o| o.get("include_usage"))
-                    .and_then(serde_json::Value::as_bool)
-                    .unwrap_or(false);
-                let now_s = self.host.now_ms() / 1000;
-                let model = target.model_for(&request.model).to_owned();
-                let translator = SseTranslator::new(&target, &model, now_s, include_usage);
-                let body = match body {
-                    Body::Stream(s) => idle_bounded(s, self.host.clone(), idle_ms),
-                    Body::Full(bytes) => Box::pin(stream::iter([Ok(bytes)])),
-                };
-                let body = match translator {
-                    Some(t) => translated(body, t),
-                    None => body,
-                };
-                let mut response = Response::new(Body::Stream(body));
-                let headers = response.headers_mut();
-                // A translated stream is ours; an OpenAI-format one keeps the provider's type.
-                let content_type = match parts.headers.get(CONTENT_TYPE) {
-                    Some(v) if speaks_openai(&target) => v.clone(),
-                    _ => HeaderValue::from_static("text/event-stream"),
-                };
-                headers.insert(CONTENT_TYPE, content_type);
-                headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                reply::cache_headers(headers, &report);
-                routing_headers(headers, &target.id, attempts, fallback);
-                return response;
-            }
-            Outcome::ClientError { error, .. } => error.to_api_error(),
-            Outcome::AllFailed { failures, last, retry_after_ms, .. } => {
-                all_failed(&failures, last.as_ref(), retry_after_ms)
-            }
-            Outcome::Unsupported(reasons) => unsupported(&reasons),
         };
-        reply::error_with_cache(&error, &report)
-    }
-
-    /// Counts an event in Redis after the response (best effort).
-    fn count(&self, counter: &'static str) {
-        let host = self.host.clone();
-        let upstash = self.config.upstash.clone();
-        self.host.spawn_background(Box::pin(async move { counters::bump(&host, upstash.as_ref(), counter).await }));
+        let mut response = reply::error_with_cache(&error, &report);
+        reply::set(response.headers_mut(), "x-attempts", &attempts.to_string());
+        response
     }
 
     fn log(&self, level: &str, event: &str, fields: serde_json::Value) {
-        let mut line = json!({"level": level, "event": event, "request_id": self.request_id});
-        if let (Some(line), serde_json::Value::Object(fields)) = (line.as_object_mut(), fields) {
-            line.extend(fields);
-        }
-        self.host.log(&line.to_string());
+        log_line(self.host, self.request_id, level, event, fields);
     }
+}
+
+/// One JSON log line of a request: its level, event and id, then `fields`.
+fn log_line(host: &impl crate::ports::Log, request_id: &str, level: &str, event: &str, fields: serde_json::Value) {
+    let mut line = json!({"level": level, "event": event, "request_id": request_id});
+    if let (Some(line), serde_json::Value::Object(fields)) = (line.as_object_mut(), fields) {
+        line.extend(fields);
+    }
+    host.log(&line.to_string());
 }
 
 /// The key of `Authorization: Bearer <key>`.

@@ -160,7 +160,9 @@ pub trait Random {
     fn random_u64(&self) -> u64;
 }
 
-/// Work that must finish after the response has been sent (Workers' `waitUntil`).
+/// Work that must finish after the response has been sent (Workers' `waitUntil`). It may also be
+/// spawned by a response body stream while the host is still sending it (a streamed answer's cache
+/// write, at the stream's end): both hosts keep such work running after the last byte.
 pub trait Background {
     fn spawn_background(&self, task: Pin<Box<dyn Future<Output = ()>>>);
 }

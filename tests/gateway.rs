@@ -1,5 +1,5 @@
 //! The layered lookup end to end on the in-memory host: tiers, backfill, fail-open, stale-if-error,
-//! request controls, tenant isolation, streaming pass-through and the provider error mapping.
+//! request controls, tenant isolation and the provider error mapping (streams: streams_gateway.rs).
 #![cfg(not(target_arch = "wasm32"))]
 
 mod support;
@@ -350,53 +350,6 @@ fn rate_limits_say_when_to_retry() {
     let r = w.chat(&body_with("429"), &[]);
     r.assert_error(503, "upstream_rate_limited");
     assert_eq!(r.header("retry-after"), Some("2"));
-}
-
-#[test]
-fn streaming_is_passed_through_uncached() {
-    let w = World::new();
-    let sse = fixture("openai/stream_ok.sse");
-    let chunks: Vec<Result<Bytes, String>> =
-        sse.split_inclusive("\n\n").map(|c| Ok(Bytes::from(c.to_owned()))).collect();
-    let cell = std::cell::RefCell::new(Some(chunks));
-    w.upstream(move |req| {
-        let sent: serde_json::Value = serde_json::from_slice(req.body()).expect("json");
-        assert_eq!(sent["stream"], true);
-        assert_eq!(req.headers()["accept"], "text/event-stream");
-        Scripted::Stream { status: 200, chunks: cell.borrow_mut().take().expect("one call") }
-    });
-    let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"s"}]}"#;
-    let r = w.chat(body, &[]);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.header("content-type"), Some("text/event-stream"));
-    assert_eq!(r.header("x-cache"), Some("BYPASS"));
-    assert_eq!(r.header("cache-status"), Some("redis; fwd=bypass, edge-kv; fwd=bypass"));
-    assert_eq!(r.body, Bytes::from(sse));
-    w.host.run_background();
-    assert!(w.host.kv_keys().is_empty() && no_entries(&w), "streams are not stored");
-}
-
-#[test]
-fn a_stalled_stream_is_ended_by_the_idle_timeout() {
-    let w = World::with_config(config_with(&[("UPSTREAM_STREAM_IDLE_TIMEOUT_MS", "1000")]));
-    w.upstream(|_| Scripted::StallingStream { status: 200, chunks: vec![Bytes::from("data: {}\n\n")] });
-    let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"s"}]}"#;
-    let request = http::Request::post("https://gw.test/v1/chat/completions")
-        .header("authorization", format!("Bearer {KEY_A}"))
-        .header("content-type", "application/json")
-        .body(Body::Full(Bytes::from(body)))
-        .expect("request");
-    let response = w.host.block_on(llm_edge_cache::gateway::handle(&w.host, Ok(&w.config), request));
-    assert_eq!(response.status(), 200);
-    let Body::Stream(mut stream) = response.into_body() else { panic!("a streaming body") };
-    use futures_util::StreamExt as _;
-    let first = w.host.block_on(stream.next()).expect("a chunk").expect("ok");
-    assert_eq!(first, Bytes::from("data: {}\n\n"));
-    let before = llm_edge_cache::ports::Clock::now_ms(&w.host);
-    let second = w.host.block_on(stream.next()).expect("an item, not a silent end");
-    assert!(second.is_err_and(|e| e.0.contains("no data from the provider for 1000 ms")));
-    assert_eq!(llm_edge_cache::ports::Clock::now_ms(&w.host) - before, 1000, "ended exactly at the idle bound");
-    assert!(w.host.block_on(stream.next()).is_none(), "and then ends");
 }
 
 #[test]

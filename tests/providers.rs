@@ -250,9 +250,9 @@ fn translate(t: &Target, sse: &str, step: usize, include_usage: bool) -> Result<
     let mut tr = SseTranslator::new(t, "requested", 1_700_000_000, include_usage).expect("needs translation");
     let mut out = Vec::new();
     for piece in sse.as_bytes().chunks(step) {
-        out.extend(tr.push(piece)?);
+        out.extend(tr.push(piece).map_err(|e| e.to_string())?);
     }
-    out.extend(tr.finish()?);
+    out.extend(tr.finish().map_err(|e| e.to_string())?);
     Ok(String::from_utf8(out).expect("utf-8"))
 }
 

@@ -41,6 +41,11 @@ fn a_valid_table_resolves_targets_and_secrets() {
     assert_eq!((targets[3].priority, targets[3].timeout_ms, targets[3].api_key.is_none()), (1, Some(5000), true));
     assert!(table.targets("gpt-3.5").is_none(), "no wildcard: unrouted");
     assert_eq!(table.models().collect::<Vec<_>>(), ["gpt-4"]);
+    let (table, problems) = parse(
+        r#"{"m": [{"provider": "openai", "model": "o3", "key": "OPENAI_API_KEY", "first_token_timeout_ms": 240000}]}"#,
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(table.targets("m").expect("routed")[0].first_token_timeout_ms, Some(240_000));
 }
 
 #[test]
@@ -51,7 +56,8 @@ fn every_problem_is_reported_at_once_without_secret_values() {
         {"provider": "gemini", "key": "GEMINI_API_KEY"},
         {"provider": "openai-compatible", "model": "l"},
         {"provider": "openai", "model": "gpt-4o", "key": "OPENAI_API_KEY", "weight": 0},
-        {"provider": "openai", "model": "gpt-4o", "key": "OPENAI_API_KEY", "timeout_ms": 0}
+        {"provider": "openai", "model": "gpt-4o", "key": "OPENAI_API_KEY", "timeout_ms": 0},
+        {"provider": "openai", "model": "gpt-4o", "key": "OPENAI_API_KEY", "first_token_timeout_ms": 600001}
     ], "empty": []}"#;
     let (_, problems) = parse(raw);
     let all = problems.join("\n");
@@ -62,6 +68,7 @@ fn every_problem_is_reported_at_once_without_secret_values() {
         "openai-compatible target needs a base_url",
         "weight must be from 1 to 1000",
         "timeout_ms must be from 1 to 600000",
+        "first_token_timeout_ms must be from 1 to 600000",
         "'empty' has no targets",
     ] {
         assert!(all.contains(expected), "missing {expected:?} in:\n{all}");

@@ -23,7 +23,7 @@ fn policy(cache_control: Option<&str>) -> Policy {
     if let Some(v) = cache_control {
         headers.insert(http::header::CACHE_CONTROL, v.parse().expect("value"));
     }
-    Policy::from_headers(&headers, false).expect("valid")
+    Policy::from_headers(&headers).expect("valid")
 }
 
 #[test]

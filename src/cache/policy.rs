@@ -1,6 +1,7 @@
 //! What one request allows the cache to do, from its `Cache-Control` directives and the namespace
 //! header. A client controls only its own requests; tenant scoping is not a client choice. What
-//! `max-age` then means for an entry is `cache::verdict`'s to decide.
+//! `max-age` then means for an entry is `cache::verdict`'s to decide. Streaming and non-streaming
+//! requests follow the same controls: one entry serves both.
 
 use http::HeaderMap;
 
@@ -29,14 +30,12 @@ pub struct Policy {
 pub enum Bypass {
     /// The client asked (`no-cache`, `no-store`).
     Request,
-    /// Streaming requests are passed through uncached.
-    Stream,
 }
 
 impl Policy {
     /// Reads the request's controls. Unknown directives are ignored, as HTTP caches do; a
     /// malformed value of a known one is a 400, so a typo does not silently change behaviour.
-    pub fn from_headers(headers: &HeaderMap, stream: bool) -> Result<Policy, ApiError> {
+    pub fn from_headers(headers: &HeaderMap) -> Result<Policy, ApiError> {
         let mut policy = Policy {
             read: true,
             write: true,
@@ -73,11 +72,6 @@ impl Policy {
                     _ => {}
                 }
             }
-        }
-        if stream {
-            policy.read = false;
-            policy.write = false;
-            policy.bypass = Some(Bypass::Stream);
         }
         if let Some(ns) = headers.get(NAMESPACE_HEADER) {
             let ns = ns.to_str().unwrap_or("\u{0}");

@@ -48,7 +48,7 @@ pub enum Served {
     Stale(Tier),
     /// From a provider after a miss.
     Origin,
-    /// From a provider with reads skipped by the request or because it streams.
+    /// From a provider with reads skipped by the request (`no-cache`, `no-store`).
     Bypass,
     /// No answer (an error envelope).
     Nothing,
@@ -119,7 +119,6 @@ fn member(tier: Tier, status: TierStatus) -> Option<String> {
         Lookup::Failed { detail } => write!(m, "; fwd=miss; detail={detail}").expect("String write"),
         Lookup::Hedged => m.push_str("; fwd=miss; detail=hedged"),
         Lookup::Bypassed(Bypass::Request) => m.push_str("; fwd=request"),
-        Lookup::Bypassed(Bypass::Stream) => m.push_str("; fwd=bypass"),
         Lookup::ServedStale { past_s } => {
             write!(m, "; hit; ttl=-{past_s}; detail=stale-if-error").expect("String write")
         }

@@ -1,8 +1,9 @@
 //! Which answers are worth replaying: the one place that decides whether a provider's answer may
 //! be stored at all (size limits per tier are the stores' concern). An answer is stored only when
-//! it has at least one choice, every choice finished with `stop` or `tool_calls` (`length` only
-//! where the operator allows truncated answers), none is a refusal, and every tool call's
-//! arguments are valid JSON. Anything else is served once and not stored.
+//! it has at least one choice, each with a message object (what a replay streams), every choice
+//! finished with `stop` or `tool_calls` (`length` only where the operator allows truncated
+//! answers), none is a refusal, and every tool call's arguments are valid JSON. Anything else is
+//! served once and not stored.
 //!
 //! Must not: look at anything but the answer (the request's cache controls are `policy`'s).
 
@@ -57,7 +58,11 @@ pub fn replayable(body: &[u8], allow_truncated: bool) -> Result<(), NotReplayabl
         return Err(NotReplayable::NoChoices);
     }
     for choice in choices {
-        let message = choice.get("message");
+        // Every choice carries its message: it is what a replay streams.
+        let message = choice.get("message").filter(|m| m.is_object());
+        if message.is_none() {
+            return Err(NotReplayable::NotACompletion);
+        }
         if message.and_then(|m| m.get("refusal")).is_some_and(|r| r.as_str().is_some_and(|r| !r.is_empty())) {
             return Err(NotReplayable::Refusal);
         }

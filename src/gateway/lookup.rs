@@ -177,7 +177,7 @@ impl<H: Host> Exchange<'_, H> {
         let Some(pending) = pending else {
             report.kv.stored = copy;
             if copy {
-                self.write_back(key.clone(), entry.clone(), true, false);
+                self.writes().write_back(key.clone(), entry.clone(), true, false);
             }
             return;
         };

@@ -15,11 +15,12 @@ use serde_json::json;
 
 use http::{HeaderMap, StatusCode};
 
+use super::streams::{self, Opened};
 use super::{reply, Exchange, MAX_ERROR_BODY, WRITE_TIMEOUT_MS};
 use crate::api::chat::ChatRequest;
 use crate::config::UpstashConfig;
-use crate::error::{ApiError, ErrorType, UpstreamError};
-use crate::ports::{with_timeout, Body, CollectError, Host};
+use crate::error::{ApiError, ErrorType, Unsupported, UpstreamError};
+use crate::ports::{with_timeout, CollectError, Host};
 use crate::providers::{self, Answer};
 use crate::routing::breaker::BreakerConfig;
 use crate::routing::failover::{Action, Failover, Settings};
@@ -33,11 +34,17 @@ use crate::stores::redis::{HealthExchange, Redis};
 const HEALTH_SYNC_MS: u64 = 5_000;
 
 impl<H: Host> Exchange<'_, H> {
-    /// A complete answer from the first target that gives one.
-    pub(super) async fn call_targets(&self, request: &ChatRequest, targets: &[Target]) -> Outcome<Answer> {
+    /// A complete answer from the first target that gives one, before `deadline_ms`.
+    pub(super) async fn call_targets(
+        &self,
+        request: &ChatRequest,
+        targets: &[Target],
+        deadline_ms: u64,
+    ) -> Outcome<Answer> {
         let host = self.host;
         let upstream = &self.config.upstream;
-        self.failover(request, targets, async |target: &Target, outgoing, budget_ms| {
+        let build = |target: &Target| providers::build_request(target, request);
+        self.failover(targets, deadline_ms, build, async |target: &Target, outgoing, budget_ms| {
             let first_byte = target.first_byte_timeout_ms.unwrap_or(budget_ms).min(budget_ms);
             let started = host.now_ms();
             let response = match with_timeout(host, first_byte, host.fetch(outgoing)).await {
@@ -64,16 +71,26 @@ impl<H: Host> Exchange<'_, H> {
         .await
     }
 
-    /// The response head and streaming body of the first target that starts answering.
-    /// Failover stops once a stream has started: its bytes may already be with the client.
+    /// The first target whose stream starts: its first content event read (what came before it
+    /// buffered, `streams::read_ahead`), before `deadline_ms`. Until then a stream fails over like
+    /// any call; once it has started, its bytes go to the client and it is the answer.
+    /// `storing`: its answer is to be assembled and stored.
     pub(super) async fn open_stream(
         &self,
         request: &ChatRequest,
         targets: &[Target],
-    ) -> Outcome<(http::response::Parts, Body)> {
+        deadline_ms: u64,
+        storing: bool,
+    ) -> Outcome<Opened> {
         let host = self.host;
-        self.failover(request, targets, async |target: &Target, outgoing, budget_ms| {
-            let first_byte = target.first_byte_timeout_ms.unwrap_or(budget_ms).min(budget_ms);
+        let upstream = &self.config.upstream;
+        let limit = self.config.max_entry_bytes;
+        let build = |target: &Target| providers::build_stream_request(target, request, storing);
+        self.failover(targets, deadline_ms, build, async |target: &Target, outgoing, budget_ms| {
+            let started = host.now_ms();
+            // Both bounds run from the attempt's start; the first token comes after the head.
+            let first_token = target.first_token_timeout_ms.unwrap_or(upstream.first_token_timeout_ms).min(budget_ms);
+            let first_byte = target.first_byte_timeout_ms.map_or(first_token, |ms| ms.min(first_token));
             let response = match with_timeout(host, first_byte, host.fetch(outgoing)).await {
                 None => return Err(UpstreamError::Timeout { ms: first_byte }),
                 Some(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
@@ -81,22 +98,37 @@ impl<H: Host> Exchange<'_, H> {
             };
             let status = response.status();
             let (parts, body) = response.into_parts();
-            if status.is_success() {
-                return Ok((parts, body));
+            if !status.is_success() {
+                let body = with_timeout(host, first_byte, body.collect(MAX_ERROR_BODY))
+                    .await
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                return Err(classify(target, status, &parts.headers, &body));
             }
-            let body = with_timeout(host, first_byte, body.collect(MAX_ERROR_BODY))
-                .await
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            Err(classify(target, status, &parts.headers, &body))
+            let relay = streams::relay_for(target, request, storing, limit, host.now_ms());
+            let bounds = streams::Bounds {
+                first_token_at_ms: started.saturating_add(first_token),
+                first_token_ms: first_token,
+                idle_ms: upstream.stream_idle_timeout_ms,
+            };
+            streams::read_ahead(host, body, relay, bounds).await
         })
         .await
     }
 
+    /// When the providers must have answered: `UPSTREAM_DEADLINE_MS` from now, or, with a stale
+    /// entry in hand, `STALE_DEADLINE_MS` when that is sooner (then the stale entry answers).
+    pub(super) fn origin_deadline(&self, stale_in_hand: bool) -> u64 {
+        let upstream = self.config.upstream.deadline_ms;
+        let bound = if stale_in_hand { upstream.min(self.config.stale_deadline_ms) } else { upstream };
+        self.host.now_ms().saturating_add(bound)
+    }
+
     async fn failover<T>(
         &self,
-        request: &ChatRequest,
         targets: &[Target],
+        deadline_ms: u64,
+        build: impl Fn(&Target) -> Result<http::Request<Bytes>, Unsupported>,
         attempt: impl AsyncFnMut(&Target, http::Request<Bytes>, u64) -> Result<T, UpstreamError>,
     ) -> Outcome<T> {
         let lasts = self.host.lasts_between_requests();
@@ -110,15 +142,17 @@ impl<H: Host> Exchange<'_, H> {
                 load_health(self.host, upstash, &self.config.breaker, &ids).await;
             }
         }
-        let outcome = self.try_targets(request, targets, attempt).await;
-        self.share_health(targets, lasts);
+        let outcome = self.try_targets(targets, deadline_ms, build, attempt).await;
+        let ids: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
+        share_health(self.host, self.config.upstash.as_ref(), self.config.breaker, &ids);
         outcome
     }
 
     async fn try_targets<T>(
         &self,
-        request: &ChatRequest,
         targets: &[Target],
+        deadline_ms: u64,
+        build: impl Fn(&Target) -> Result<http::Request<Bytes>, Unsupported>,
         mut attempt: impl AsyncFnMut(&Target, http::Request<Bytes>, u64) -> Result<T, UpstreamError>,
     ) -> Outcome<T> {
         let host = self.host;
@@ -127,7 +161,7 @@ impl<H: Host> Exchange<'_, H> {
             retry: config.retry,
             breaker: config.breaker,
             timeout_ms: config.upstream.timeout_ms,
-            deadline_ms: host.now_ms().saturating_add(config.upstream.deadline_ms),
+            deadline_ms,
         };
         let order = select::order(targets, || host.random_u64());
         let mut machine = Failover::new(order, host.health(), settings);
@@ -137,7 +171,7 @@ impl<H: Host> Exchange<'_, H> {
         loop {
             action = match action {
                 Action::Build { target } => {
-                    let built = providers::build_request(machine.target(target), request).map(|r| outgoing = r);
+                    let built = build(machine.target(target)).map(|r| outgoing = r);
                     machine.on_built(host.now_ms(), built)
                 }
                 Action::Send { target, retry, budget_ms } => {
@@ -170,35 +204,41 @@ impl<H: Host> Exchange<'_, H> {
             json!({"target": target.id, "provider": target.kind.as_str(), "code": error.code(), "detail": error.to_string(), "retry": retry}),
         );
     }
+}
 
-    /// After the response: reports what this instance saw and, where memory lasts, reads what
-    /// all saw of `targets` (see the module's doc for when).
-    fn share_health(&self, targets: &[Target], lasts: bool) {
-        let Some(upstash) = self.config.upstash.clone() else { return };
-        let (health, breaker) = (self.host.health(), self.config.breaker);
-        let now = self.host.now_ms();
-        let read: Vec<String> = if lasts {
-            let due = now.saturating_sub(health.last_sync_ms.get()) >= HEALTH_SYNC_MS;
-            if !due && !health.has_news() {
-                return;
-            }
-            health.last_sync_ms.set(now);
-            targets.iter().map(|t| t.id.clone()).collect()
-        } else {
-            Vec::new()
-        };
-        let reports = health.report(now, &breaker);
-        if reports.is_empty() && read.is_empty() {
+/// After the response: reports what this instance saw and, where memory lasts, reads what all saw
+/// of `targets` (see the module's doc for when). Also called when a stream fails after its first
+/// byte, long after the response began.
+pub(super) fn share_health<H: Host>(
+    host: &H,
+    upstash: Option<&UpstashConfig>,
+    breaker: BreakerConfig,
+    targets: &[String],
+) {
+    let Some(upstash) = upstash.cloned() else { return };
+    let health = host.health();
+    let now = host.now_ms();
+    let read: Vec<String> = if host.lasts_between_requests() {
+        let due = now.saturating_sub(health.last_sync_ms.get()) >= HEALTH_SYNC_MS;
+        if !due && !health.has_news() {
             return;
         }
-        let host = self.host.clone();
-        self.host.spawn_background(Box::pin(async move {
-            let exchange = Redis::new(&upstash)
-                .exchange_health(&host, &reports, &read, breaker.window(now), WRITE_TIMEOUT_MS)
-                .await;
-            fold_health(&host, &breaker, &reports, &read, exchange.ok());
-        }));
+        health.last_sync_ms.set(now);
+        targets.to_vec()
+    } else {
+        Vec::new()
+    };
+    let reports = health.report(now, &breaker);
+    if reports.is_empty() && read.is_empty() {
+        return;
     }
+    let task_host = host.clone();
+    host.spawn_background(Box::pin(async move {
+        let exchange = Redis::new(&upstash)
+            .exchange_health(&task_host, &reports, &read, breaker.window(now), WRITE_TIMEOUT_MS)
+            .await;
+        fold_health(&task_host, &breaker, &reports, &read, exchange.ok());
+    }));
 }
 
 /// Reads the shared health of the targets `read` now, for memory that starts empty; a Redis
@@ -252,13 +292,6 @@ pub(super) fn routing_headers(headers: &mut HeaderMap, target: &str, attempts: u
     if fallback {
         reply::set(headers, "x-fallback", "true");
     }
-}
-
-pub(super) fn speaks_openai(target: &Target) -> bool {
-    matches!(
-        target.kind,
-        crate::routing::table::ProviderKind::OpenAi | crate::routing::table::ProviderKind::OpenAiCompatible
-    )
 }
 
 /// The client's answer when no target answered. With one target, its own error (502, 503, 504)

@@ -1,18 +1,20 @@
-//! Response assembly: JSON and error bodies, answers from the cache (hits and stale answers, in
-//! one place), the cache headers, `Server-Timing`, request ids and CORS. Every response leaves
+//! Response assembly: JSON and error bodies, event streams, answers from the cache (hits and stale
+//! answers, in one place and in either form: JSON or a replayed stream), the cache headers, `Server-Timing`, request ids and CORS. Every response leaves
 //! through `finish`, so these headers are the same on every path.
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Response, StatusCode};
 
+use crate::api::chat::ChatRequest;
 use crate::api::envelope::error_body;
 use crate::cache::entry::Entry;
 use crate::cache::status::{CacheReport, Served};
 use crate::cache::verdict;
 use crate::config::Cors;
 use crate::error::{ApiError, Tier};
-use crate::ports::{Body, Random};
+use crate::ports::{Body, BodyStream, Random};
+use crate::providers::replay::{replay, NotACompletion};
 
 /// Headers a browser page may read from a cross-origin answer.
 /// Every response header the README documents.
@@ -93,31 +95,76 @@ pub fn method_not_allowed(path: &str, allowed: &str, method: &http::Method) -> R
     response
 }
 
-/// A fresh entry from `tier` answering as a hit.
-pub fn hit(tier: Tier, entry: Entry, mut report: CacheReport, now_ms: u64) -> Response<Body> {
-    report.served = Served::Hit(tier);
-    cached(entry, &report, now_ms)
+/// How the client asked for its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// One chat completion.
+    Json,
+    /// An OpenAI stream of chunks (`stream: true`), with the usage chunk if asked for.
+    Stream { include_usage: bool },
 }
 
-/// A stale entry from `tier` answering because no provider could (`reason`: the failure's code).
-pub fn stale(tier: Tier, entry: Entry, mut report: CacheReport, now_ms: u64, reason: &str) -> Response<Body> {
-    report.tier_mut(tier).lookup = verdict::served_stale(&entry, now_ms);
-    report.served = Served::Stale(tier);
-    let mut response = cached(entry, &report, now_ms);
-    set(response.headers_mut(), "x-cache-stale-reason", reason);
+impl Form {
+    pub fn of(request: &ChatRequest) -> Form {
+        match request.stream {
+            true => Form::Stream { include_usage: crate::providers::client_wants_usage(request) },
+            false => Form::Json,
+        }
+    }
+}
+
+/// A 200 whose body is a server-sent event stream.
+pub fn event_stream(body: BodyStream) -> Response<Body> {
+    let mut response = Response::new(Body::Stream(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
-/// An entry's answer: its body as stored (shared, not copied), its `Age`, its provider and the
-/// cache headers.
-fn cached(entry: Entry, report: &CacheReport, now_ms: u64) -> Response<Body> {
+/// A fresh entry from `tier` answering as a hit, in the form the client asked for; an error when
+/// the entry cannot be replayed as a stream.
+pub fn hit(
+    tier: Tier,
+    entry: Entry,
+    report: &CacheReport,
+    now_ms: u64,
+    form: Form,
+) -> Result<Response<Body>, NotACompletion> {
+    let mut report = report.clone();
+    report.served = Served::Hit(tier);
+    cached(entry, &report, now_ms, form)
+}
+
+/// A stale entry from `tier` answering because no provider could (`reason`: the failure's code).
+pub fn stale(
+    tier: Tier,
+    entry: Entry,
+    mut report: CacheReport,
+    now_ms: u64,
+    reason: &str,
+    form: Form,
+) -> Result<Response<Body>, NotACompletion> {
+    report.tier_mut(tier).lookup = verdict::served_stale(&entry, now_ms);
+    report.served = Served::Stale(tier);
+    let mut response = cached(entry, &report, now_ms, form)?;
+    set(response.headers_mut(), "x-cache-stale-reason", reason);
+    Ok(response)
+}
+
+/// An entry's answer: its body as stored (shared, not copied) or replayed as a stream, its `Age`,
+/// its provider and the cache headers.
+fn cached(entry: Entry, report: &CacheReport, now_ms: u64, form: Form) -> Result<Response<Body>, NotACompletion> {
     let age = entry.age_s(now_ms);
-    let mut response = json(StatusCode::OK, entry.body);
+    let mut response = match form {
+        Form::Json => json(StatusCode::OK, entry.body),
+        Form::Stream { include_usage } => event_stream(super::streams::replayed(replay(&entry.body, include_usage)?)),
+    };
     let headers = response.headers_mut();
     cache_headers(headers, report);
     headers.insert(http::header::AGE, HeaderValue::from(age));
     set(headers, "x-provider", &entry.provider);
-    response
+    Ok(response)
 }
 
 /// An error answer that also says what the cache did.

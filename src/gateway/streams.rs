@@ -1,46 +1,250 @@
-//! Stream plumbing for answers that stream: a bound on the provider's silence, and translation of
-//! another provider's stream into OpenAI chunks. A stream that breaks ends with an error, never
-//! with a made-up end.
+//! Answers that stream, from a provider or from the cache.
+//!
+//! From a provider, in two phases:
+//! - **Before the first content event** (`read_ahead`): the provider's first events are read and
+//!   held, bounded by the first-token timeout (from the attempt's start) and the silence bound.
+//!   A stall, a cut, an error event or an end before any content is an attempt's failure, and the
+//!   failover goes on as for any call: the client has seen nothing.
+//! - **After it** (`tee`): the held events, then each event as it arrives, go to the client while
+//!   the `Relay` assembles the answer beside them. The stream's end decides (`StreamEnd`): after
+//!   the provider's own terminal event, the answer is stored through the same write path as a
+//!   whole answer (`writes`), spawned as background work from the stream itself (the response has
+//!   long been returned). A cut, a stall past `UPSTREAM_STREAM_IDLE_TIMEOUT_MS`, an error event
+//!   or unreadable data instead end the client's stream with an OpenAI-style error event (no
+//!   `[DONE]`, no made-up `finish_reason`), count a failure against the target's breaker, and
+//!   store nothing.
+//!
+//! From the cache (`replayed`): a stored completion replayed as an OpenAI stream, in batches of
+//! whole events.
+//!
+//! A client that goes away drops the stream: nothing is stored and nothing counted.
 
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
+use serde_json::json;
 
-use crate::ports::{with_timeout, BodyError, BodyStream, Host};
+use super::origin::share_health;
+use super::writes::Writes;
+use crate::api::chat::ChatRequest;
+use crate::api::envelope::error_body;
+use crate::cache::key::CacheKey;
+use crate::cache::storable::NotReplayable;
+use crate::error::{ApiError, ErrorType, UpstreamError};
+use crate::ports::{with_timeout, Body, BodyError, BodyStream, Host};
+use crate::providers::assemble::{Assembler, NotComplete};
+use crate::providers::relay::{Relay, RelayError};
+use crate::providers::replay::Replay;
 use crate::providers::stream::SseTranslator;
+use crate::providers::{self};
+use crate::routing::breaker::BreakerConfig;
+use crate::routing::table::Target;
 
-/// Ends a stream with an error when the provider stays silent for longer than `idle_ms`, so a
-/// stalled provider cannot hold a client forever.
-pub(super) fn idle_bounded<H: Host>(inner: BodyStream, host: H, idle_ms: u64) -> BodyStream {
-    Box::pin(stream::unfold(Some((inner, host)), move |state| async move {
-        let (mut inner, host) = state?;
-        match with_timeout(&host, idle_ms, inner.next()).await {
-            None => Some((Err(BodyError(format!("no data from the provider for {idle_ms} ms"))), None)),
-            Some(None) => None,
-            Some(Some(Ok(chunk))) => Some((Ok(chunk), Some((inner, host)))),
-            Some(Some(Err(e))) => Some((Err(e), None)),
+/// About how many bytes of replayed events go out together.
+const REPLAY_BATCH_BYTES: usize = 16 << 10;
+
+/// A provider stream that has started: what was read before its first content event (for the
+/// client, in order), the rest of the provider's body, and the relay carrying it.
+pub(super) struct Opened {
+    held: Vec<Bytes>,
+    rest: BodyStream,
+    relay: Relay,
+}
+
+/// The bounds of one stream attempt before its first content event.
+pub(super) struct Bounds {
+    /// When the first content event must have come (ms since the epoch).
+    pub first_token_at_ms: u64,
+    /// The first-token bound itself, for the error.
+    pub first_token_ms: u64,
+    /// The longest silence between two chunks.
+    pub idle_ms: u64,
+}
+
+/// The relay for a stream from `target`; `storing`: the answer is assembled, up to the largest
+/// entry the cache takes (`limit`), and usage is asked for where that is safe
+/// (`providers::asks_usage`) and then kept from a client that did not ask for it.
+pub(super) fn relay_for(target: &Target, request: &ChatRequest, storing: bool, limit: usize, now_ms: u64) -> Relay {
+    let asked = providers::asks_usage(target, request, storing);
+    let client_usage = providers::client_wants_usage(request);
+    let model = target.model_for(&request.model);
+    let translator = SseTranslator::new(target, model, now_ms / 1000, client_usage || asked);
+    Relay::new(translator, storing.then(|| Assembler::new(limit)), asked)
+}
+
+/// Reads a provider's stream up to its first content event (see the module documentation).
+pub(super) async fn read_ahead<H: Host>(
+    host: &H,
+    body: Body,
+    mut relay: Relay,
+    bounds: Bounds,
+) -> Result<Opened, UpstreamError> {
+    let mut rest: BodyStream = match body {
+        Body::Stream(s) => s,
+        Body::Full(bytes) => Box::pin(stream::iter([Ok(bytes)])),
+    };
+    let mut held = Vec::new();
+    loop {
+        let left = bounds.first_token_at_ms.saturating_sub(host.now_ms());
+        let (wait, stall) = if left <= bounds.idle_ms {
+            (left, UpstreamError::Timeout { ms: bounds.first_token_ms })
+        } else {
+            (bounds.idle_ms, UpstreamError::Timeout { ms: bounds.idle_ms })
+        };
+        let next = with_timeout(host, wait, rest.next()).await.ok_or(stall)?;
+        let ended = next.is_none();
+        let out = match next {
+            Some(Ok(chunk)) => relay.push(&chunk),
+            Some(Err(e)) => return Err(UpstreamError::Stream(e.0)),
+            None => relay.end(),
+        };
+        let out = out.map_err(|e| before_content(&e))?;
+        if !out.is_empty() {
+            held.push(out);
         }
+        if relay.started() {
+            return Ok(Opened { held, rest, relay });
+        }
+        if ended || relay.complete() {
+            return Err(UpstreamError::Stream("the stream ended before its first content".into()));
+        }
+    }
+}
+
+/// An attempt's failure for a relay error before the first content event.
+fn before_content(e: &RelayError) -> UpstreamError {
+    match e {
+        RelayError::Unreadable(why) => UpstreamError::Malformed(why.clone()),
+        RelayError::ErrorEvent => UpstreamError::Stream(e.to_string()),
+        RelayError::Cut => UpstreamError::Stream("the stream ended before its first content".into()),
+    }
+}
+
+/// What a stream's end does: store the answer, or count the failure and say so to the client.
+pub(super) struct StreamEnd<H: Host> {
+    pub writes: Writes<H>,
+    /// Where to store the answer; `None`: not stored (`no-store`).
+    pub key: Option<CacheKey>,
+    pub target: String,
+    pub breaker: BreakerConfig,
+}
+
+impl<H: Host> StreamEnd<H> {
+    /// The provider's terminal event was relayed: store what was assembled, if it is worth it.
+    fn clean(self, relay: &mut Relay) {
+        let Some(key) = self.key else { return };
+        match relay.answer() {
+            None => {}
+            Some(Ok(answer)) => {
+                self.writes.keep(key, &answer, &self.target);
+            }
+            Some(Err(NotComplete::TooLarge { limit })) => self.writes.too_large(None, limit),
+            Some(Err(other)) => {
+                let reason = match other {
+                    NotComplete::Malformed(_) | NotComplete::ErrorEvent => NotReplayable::NotACompletion,
+                    _ => NotReplayable::Unfinished,
+                };
+                self.writes.skipped(reason, &self.target);
+            }
+        }
+    }
+
+    /// The stream failed after its first byte: counted against the target's breaker (as the
+    /// failover would count it), logged, shared; returns the client's error event.
+    fn failed(self, error: UpstreamError) -> Bytes {
+        let host = self.writes.host();
+        let now = host.now_ms();
+        let opened = host.health().record(&self.target, now, false, &self.breaker);
+        let fields = json!({"target": self.target, "code": error.code(), "detail": error.to_string()});
+        self.writes.log("warn", "stream_failed", fields);
+        if opened {
+            self.writes.log("warn", "breaker_opened", json!({"target": self.target}));
+        }
+        share_health(host, self.writes.upstash(), self.breaker, std::slice::from_ref(&self.target));
+        error_event(&error)
+    }
+}
+
+/// The client's stream of a provider stream that has started (see the module documentation).
+pub(super) fn tee<H: Host>(opened: Opened, end: StreamEnd<H>, idle_ms: u64) -> BodyStream {
+    let Opened { held, rest, relay } = opened;
+    let host = end.writes.host().clone();
+    let state = Tee { held: held.into_iter(), rest, relay, end: Some(end), host, idle_ms };
+    Box::pin(stream::unfold(state, |mut tee| async move {
+        let item = tee.next().await?;
+        Some((Ok(item), tee))
     }))
 }
 
-/// Maps a provider's stream through `translator`; a translation error or an unfinished provider
-/// stream ends the client's stream with an error, never with a made-up end.
-pub(super) fn translated(inner: BodyStream, translator: SseTranslator) -> BodyStream {
-    Box::pin(stream::unfold(Some((inner, translator)), |state| async move {
-        let (mut inner, mut translator) = state?;
+struct Tee<H: Host> {
+    held: std::vec::IntoIter<Bytes>,
+    rest: BodyStream,
+    relay: Relay,
+    /// Taken when the stream ends.
+    end: Option<StreamEnd<H>>,
+    host: H,
+    idle_ms: u64,
+}
+
+impl<H: Host> Tee<H> {
+    /// The client's next bytes; `None` once the stream has ended (its end handled once).
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(held) = self.held.next() {
+            return Some(held);
+        }
         loop {
-            match inner.next().await {
-                Some(Ok(chunk)) => match translator.push(&chunk) {
-                    Ok(out) if out.is_empty() => continue,
-                    Ok(out) => return Some((Ok(bytes::Bytes::from(out)), Some((inner, translator)))),
-                    Err(e) => return Some((Err(BodyError(e)), None)),
-                },
-                Some(Err(e)) => return Some((Err(e), None)),
-                None => {
-                    return match translator.finish() {
-                        Ok(out) => Some((Ok(bytes::Bytes::from(out)), None)),
-                        Err(e) => Some((Err(BodyError(e)), None)),
-                    }
-                }
+            if self.relay.complete() {
+                // The client has taken the last event: the stream is whole.
+                self.end.take()?.clean(&mut self.relay);
+                return None;
+            }
+            self.end.as_ref()?;
+            let idle_ms = self.idle_ms;
+            let next = with_timeout(&self.host, idle_ms, self.rest.next()).await;
+            let out = match next {
+                None => Err(UpstreamError::Timeout { ms: idle_ms }),
+                Some(Some(Ok(chunk))) => self.relay.push(&chunk).map_err(|e| after_content(&e)),
+                Some(Some(Err(e))) => Err(UpstreamError::Stream(e.0)),
+                Some(None) => self.relay.end().map_err(|e| after_content(&e)),
+            };
+            match out {
+                Ok(out) if out.is_empty() => continue,
+                Ok(out) => return Some(out),
+                Err(error) => return Some(self.end.take()?.failed(error)),
             }
         }
-    }))
+    }
+}
+
+fn after_content(e: &RelayError) -> UpstreamError {
+    match e {
+        RelayError::Unreadable(why) => UpstreamError::Malformed(why.clone()),
+        RelayError::ErrorEvent | RelayError::Cut => UpstreamError::Stream(e.to_string()),
+    }
+}
+
+/// The OpenAI-style error event that ends a stream which failed after its first byte:
+/// `data: {"error":{"message","type","param","code"}}`, never the provider's own words.
+pub fn error_event(error: &UpstreamError) -> Bytes {
+    let message = match error {
+        UpstreamError::Timeout { ms } => format!("The provider sent nothing for {ms} ms; the answer is incomplete."),
+        UpstreamError::Malformed(_) => "The provider's stream became unreadable; the answer is incomplete.".into(),
+        _ => "The provider's stream broke off; the answer is incomplete.".into(),
+    };
+    let error = ApiError::new(http::StatusCode::BAD_GATEWAY, ErrorType::Api, error.code(), message);
+    let mut event = BytesMut::from(&b"data: "[..]);
+    event.extend_from_slice(&error_body(&error));
+    event.extend_from_slice(b"\n\n");
+    event.freeze()
+}
+
+/// A stored completion's replay, a batch of whole events at a time.
+pub(super) fn replayed(replay: Replay) -> BodyStream {
+    let mut replay = replay.peekable();
+    Box::pin(stream::iter(std::iter::from_fn(move || {
+        let mut batch = BytesMut::new();
+        while let Some(frame) = replay.next_if(|f| batch.is_empty() || batch.len() + f.len() <= REPLAY_BATCH_BYTES) {
+            batch.extend_from_slice(&frame);
+        }
+        (!batch.is_empty()).then(|| Ok::<Bytes, BodyError>(batch.freeze()))
+    })))
 }

@@ -1,7 +1,11 @@
 //! Cache writes, all after the response: a new answer to both tiers, a tier-2 hit copied to
-//! tier 1. What fits where is decided before the response (`cache::fit`, on the encoded size), so
-//! that `Cache-Status` promises only writes that can happen. The entry is encoded once, and both
-//! writes share the encoded bytes.
+//! tier 1. Whether an answer is worth storing is `cache::storable`'s call and what fits where is
+//! `cache::fit`'s (on the encoded size); both are asked before the write is promised. The entry is
+//! encoded once, and both writes share the encoded bytes.
+//!
+//! `Writes` owns what a write needs, so the same path serves an answer read whole (decided before
+//! the response, which then says `stored` in `Cache-Status`) and a streamed answer (decided when
+//! its stream ends cleanly, long after `handle` returned).
 
 use bytes::Bytes;
 use futures_util::future::join;
@@ -11,11 +15,12 @@ use super::{counters, Exchange, WRITE_TIMEOUT_MS};
 use crate::cache::entry::Entry;
 use crate::cache::fit::{self, Place, TooLarge};
 use crate::cache::key::CacheKey;
-use crate::cache::status::CacheReport;
+use crate::cache::storable::{replayable, NotReplayable};
 use crate::cache::verdict;
 use crate::config::UpstashConfig;
 use crate::error::{StoreError, StoreErrorKind, Tier};
-use crate::ports::{Host, Log};
+use crate::ports::{Host, Kv, Log};
+use crate::providers::Answer;
 use crate::stores::{kv, redis::Redis};
 
 /// What a write after the response needs, owned.
@@ -23,9 +28,84 @@ pub(super) struct Writes<H: Host> {
     host: H,
     upstash: Option<UpstashConfig>,
     pub request_id: String,
+    max_entry_bytes: usize,
+    fresh_ttl_s: u64,
+    stale_ttl_s: u64,
+    store_truncated: bool,
+}
+
+/// The tiers a new answer is being written to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Stored {
+    pub kv: bool,
+    pub redis: bool,
 }
 
 impl<H: Host> Writes<H> {
+    /// Stores a provider's answer, if it is worth replaying, in every tier it fits, after the
+    /// response; says which. A skip is logged and counted here, once.
+    pub fn keep(&self, key: CacheKey, answer: &Answer, provider: &str) -> Stored {
+        if let Err(reason) = replayable(&answer.body, self.store_truncated) {
+            self.skipped(reason, provider);
+            return Stored::default();
+        }
+        let now = self.host.now_ms();
+        // The entry shares the answer's bytes; the client is served from them too.
+        let entry = Entry::new(now, self.fresh_ttl_s, self.stale_ttl_s, provider, &answer.model, answer.body.clone());
+        self.store(key, entry)
+    }
+
+    /// Stores an entry in every tier it fits (`MAX_ENTRY_BYTES` first, then each tier's own
+    /// limit), after the response. A size refusal is logged and counted here, once.
+    pub fn store(&self, key: CacheKey, entry: Entry) -> Stored {
+        let size = entry.encoded_len();
+        if let Err(e) = fit::fits(size, Place::Cache { max_entry_bytes: self.max_entry_bytes }) {
+            self.too_large(Some(e.size), e.limit);
+            return Stored::default();
+        }
+        let fits = |tier| match fits_tier(&self.host, self.upstash.as_ref(), tier, size, &key) {
+            Ok(()) => true,
+            Err(TooLarge { size, limit }) => {
+                let e = StoreError { tier, op: "put", kind: StoreErrorKind::TooLarge { size, limit } };
+                log_store_error(&self.host, &self.request_id, &e);
+                self.count(too_large_counter(tier));
+                false
+            }
+        };
+        let stored = Stored { kv: fits(Tier::EdgeKv), redis: self.upstash.is_some() && fits(Tier::Redis) };
+        if stored.kv || stored.redis {
+            self.write_back(key, entry, stored.kv, stored.redis);
+        }
+        stored
+    }
+
+    /// An answer not worth replaying: served, not stored; logged and counted.
+    pub fn skipped(&self, reason: NotReplayable, provider: &str) {
+        self.log("info", "store_skipped", json!({"reason": reason.word(), "target": provider}));
+        self.count(reason.word());
+    }
+
+    /// An answer over `MAX_ENTRY_BYTES` (`size` unknown for a stream, whose assembly stopped
+    /// there): served, not stored; logged and counted.
+    pub fn too_large(&self, size: Option<usize>, limit: usize) {
+        self.log("warn", "entry_too_large", json!({"bytes": size, "limit": limit}));
+        self.count(counters::ENTRY_TOO_LARGE);
+    }
+
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    pub fn upstash(&self) -> Option<&UpstashConfig> {
+        self.upstash.as_ref()
+    }
+
+    /// Writes an entry to the chosen tiers after the response has gone out.
+    pub fn write_back(&self, key: CacheKey, entry: Entry, to_kv: bool, to_redis: bool) {
+        let writes = self.clone();
+        self.host.spawn_background(Box::pin(async move { writes.entry(&key, &entry, to_kv, to_redis).await }));
+    }
+
     /// Writes `entry` to the chosen tiers: one encoding, shared by both writes. Failures are
     /// logged; a refusal for size is counted too.
     pub async fn entry(&self, key: &CacheKey, entry: &Entry, to_kv: bool, to_redis: bool) {
@@ -57,6 +137,30 @@ impl<H: Host> Writes<H> {
             }
         }
     }
+
+    /// Counts an event in Redis after the response (best effort).
+    pub fn count(&self, counter: &'static str) {
+        let (host, upstash) = (self.host.clone(), self.upstash.clone());
+        self.host.spawn_background(Box::pin(async move { counters::bump(&host, upstash.as_ref(), counter).await }));
+    }
+
+    pub fn log(&self, level: &str, event: &str, fields: serde_json::Value) {
+        super::log_line(&self.host, self.request_id.as_str(), level, event, fields);
+    }
+}
+
+impl<H: Host> Clone for Writes<H> {
+    fn clone(&self) -> Self {
+        Writes {
+            host: self.host.clone(),
+            upstash: self.upstash.clone(),
+            request_id: self.request_id.clone(),
+            max_entry_bytes: self.max_entry_bytes,
+            fresh_ttl_s: self.fresh_ttl_s,
+            stale_ttl_s: self.stale_ttl_s,
+            store_truncated: self.store_truncated,
+        }
+    }
 }
 
 impl<H: Host> Writes<H> {
@@ -78,54 +182,40 @@ impl<H: Host> Writes<H> {
 
 impl<H: Host> Exchange<'_, H> {
     pub(super) fn writes(&self) -> Writes<H> {
-        Writes { host: self.host.clone(), upstash: self.config.upstash.clone(), request_id: self.request_id.to_owned() }
-    }
-
-    /// Stores a new answer in every tier it fits (`MAX_ENTRY_BYTES` first, then each tier's own
-    /// limit), after the response; marks in `report` the tiers it goes to. A size refusal is
-    /// logged and counted here, once.
-    pub(super) fn store(&self, key: CacheKey, entry: Entry, report: &mut CacheReport) {
-        let size = entry.encoded_len();
-        if let Err(e) = fit::fits(size, Place::Cache { max_entry_bytes: self.config.max_entry_bytes }) {
-            self.log("warn", "entry_too_large", json!({"bytes": e.size, "limit": e.limit}));
-            self.count(counters::ENTRY_TOO_LARGE);
-            return;
-        }
-        let fits = |tier| match self.fits_tier(tier, size, &key) {
-            Ok(()) => true,
-            Err(TooLarge { size, limit }) => {
-                let e = StoreError { tier, op: "put", kind: StoreErrorKind::TooLarge { size, limit } };
-                log_store_error(self.host, self.request_id, &e);
-                self.count(too_large_counter(tier));
-                false
-            }
-        };
-        let to_kv = fits(Tier::EdgeKv);
-        let to_redis = self.config.upstash.is_some() && fits(Tier::Redis);
-        report.kv.stored = to_kv;
-        report.redis.stored = to_redis;
-        if to_kv || to_redis {
-            self.write_back(key, entry, to_kv, to_redis);
+        let c = self.config;
+        Writes {
+            host: self.host.clone(),
+            upstash: c.upstash.clone(),
+            request_id: self.request_id.to_owned(),
+            max_entry_bytes: c.max_entry_bytes,
+            fresh_ttl_s: c.fresh_ttl_s,
+            stale_ttl_s: c.stale_ttl_s,
+            store_truncated: c.store_truncated,
         }
     }
 
     /// Whether an entry of `size` encoded bytes fits `tier`.
     pub(super) fn fits_tier(&self, tier: Tier, size: usize, key: &CacheKey) -> Result<(), TooLarge> {
-        let place = match (tier, &self.config.upstash) {
-            (Tier::EdgeKv, _) => Place::EdgeKv(self.host.kv_limits()),
-            (Tier::Redis, Some(upstash)) => {
-                Place::Redis { key_bytes: crate::stores::redis::entry_key(&upstash.prefix, key).len() }
-            }
-            (Tier::Redis, None) => return Ok(()),
-        };
-        fit::fits(size, place)
+        fits_tier(self.host, self.config.upstash.as_ref(), tier, size, key)
     }
+}
 
-    /// Writes an entry to the chosen tiers after the response has gone out.
-    pub(super) fn write_back(&self, key: CacheKey, entry: Entry, to_kv: bool, to_redis: bool) {
-        let writes = self.writes();
-        self.host.spawn_background(Box::pin(async move { writes.entry(&key, &entry, to_kv, to_redis).await }));
-    }
+/// Whether an entry of `size` encoded bytes fits `tier`.
+fn fits_tier(
+    host: &impl Kv,
+    upstash: Option<&UpstashConfig>,
+    tier: Tier,
+    size: usize,
+    key: &CacheKey,
+) -> Result<(), TooLarge> {
+    let place = match (tier, upstash) {
+        (Tier::EdgeKv, _) => Place::EdgeKv(host.kv_limits()),
+        (Tier::Redis, Some(upstash)) => {
+            Place::Redis { key_bytes: crate::stores::redis::entry_key(&upstash.prefix, key).len() }
+        }
+        (Tier::Redis, None) => return Ok(()),
+    };
+    fit::fits(size, place)
 }
 
 fn too_large_counter(tier: Tier) -> &'static str {

@@ -4,14 +4,16 @@
 //! OpenAI chat completion, so the cache holds one format whichever provider answered.
 //!
 //! Streams: `sse` reads server-sent events, `stream` translates other providers' streams into
-//! OpenAI chunks, `assemble` turns a chunk stream into the completion one cache entry holds, and
-//! `replay` turns a stored completion back into a chunk stream.
+//! OpenAI chunks, `assemble` turns a chunk stream into the completion one cache entry holds,
+//! `relay` carries one provider stream to the client and the assembler, and `replay` turns a
+//! stored completion back into a chunk stream.
 
 pub mod anthropic;
 pub mod assemble;
 pub mod content;
 pub mod gemini;
 pub mod openai;
+pub mod relay;
 pub mod replay;
 pub mod sse;
 pub mod stream;
@@ -41,6 +43,38 @@ pub fn build_request(target: &Target, request: &ChatRequest) -> Result<http::Req
         ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::build_request(target, request),
         ProviderKind::Anthropic => anthropic::build_request(target, request),
         ProviderKind::Gemini => gemini::build_request(target, request),
+    }
+}
+
+/// Whether the client asked for a stream's usage chunk (`stream_options.include_usage`).
+pub fn client_wants_usage(request: &ChatRequest) -> bool {
+    let options = request.stream_options.as_ref();
+    options.and_then(|o| o.get("include_usage")).and_then(serde_json::Value::as_bool).unwrap_or(false)
+}
+
+/// Whether a stream from `target` whose answer is to be stored (`storing`) gets usage the client
+/// did not ask for, so that the stored answer has it (and the client is then not shown it):
+/// - OpenAI's own API is asked (`stream_options.include_usage`, documented there);
+/// - an OpenAI-compatible server is not: some reject the field, and a rejection would look like
+///   the client's own bad request; its answer is stored without usage when the client did not
+///   ask for it;
+/// - Anthropic and Gemini always stream usage; their translator writes the usage chunk.
+pub fn asks_usage(target: &Target, request: &ChatRequest, storing: bool) -> bool {
+    storing && request.stream && !client_wants_usage(request) && target.kind != ProviderKind::OpenAiCompatible
+}
+
+/// The HTTP request that asks `target` for a stream; `storing`: its answer is to be stored (see
+/// `asks_usage`).
+pub fn build_stream_request(
+    target: &Target,
+    request: &ChatRequest,
+    storing: bool,
+) -> Result<http::Request<Bytes>, Unsupported> {
+    match target.kind {
+        ProviderKind::OpenAi if asks_usage(target, request, storing) => {
+            openai::build_request_asking_usage(target, request)
+        }
+        _ => build_request(target, request),
     }
 }
 

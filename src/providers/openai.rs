@@ -20,8 +20,24 @@ const MAX_MESSAGE_CHARS: usize = 500;
 /// The HTTP request for `request` against an OpenAI-compatible target: the client's request
 /// field for field, with the target's model when it names one.
 pub fn build_request(target: &Target, request: &ChatRequest) -> Result<http::Request<Bytes>, Unsupported> {
+    build(target, request, false)
+}
+
+/// Like `build_request`, for a stream whose answer is to be stored: also asks for the usage chunk
+/// (`stream_options.include_usage`), the client's other stream options kept.
+pub fn build_request_asking_usage(target: &Target, request: &ChatRequest) -> Result<http::Request<Bytes>, Unsupported> {
+    build(target, request, true)
+}
+
+fn build(target: &Target, request: &ChatRequest, ask_usage: bool) -> Result<http::Request<Bytes>, Unsupported> {
     let mut json = request.to_json();
     json.insert("model".into(), Value::String(target.model_for(&request.model).to_owned()));
+    if ask_usage {
+        let options = json.entry("stream_options").or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if let Value::Object(options) = options {
+            options.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
     let body = serde_json::to_vec(&json).expect("a JSON map always serializes");
     let accept = if request.stream { "text/event-stream" } else { "application/json" };
     let mut builder = http::Request::post(format!("{}/chat/completions", target.base_url))

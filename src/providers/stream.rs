@@ -17,6 +17,18 @@ use crate::routing::table::{ProviderKind, Target};
 /// parts, so this is far above any text or tool call a chunk holds; over it the stream is an error.
 pub const MAX_PROVIDER_EVENT_BYTES: usize = 4 << 20;
 
+/// Why a provider's stream cannot be translated further.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateError {
+    #[error("provider sent an unreadable stream: {0}")]
+    Unreadable(String),
+    /// The provider's own error event, with its message (for logs, never for a client).
+    #[error("the provider reported an error mid-stream: {0}")]
+    ProviderError(String),
+    #[error("the provider's stream ended before it was complete")]
+    Unfinished,
+}
+
 pub struct SseTranslator {
     kind: ProviderKind,
     parser: SseParser,
@@ -54,15 +66,15 @@ impl SseTranslator {
     }
 
     /// Translates the complete events in what has arrived so far.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
-        let events = self.parser.push(chunk).map_err(|e| format!("provider sent an unreadable stream: {e}"))?;
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
+        let events = self.parser.push(chunk).map_err(|e| TranslateError::Unreadable(e.to_string()))?;
         let mut out = Vec::new();
         for event in events {
             if event.data.is_empty() {
                 continue;
             }
-            let value: Value =
-                serde_json::from_str(&event.data).map_err(|e| format!("provider sent an unreadable event: {e}"))?;
+            let value: Value = serde_json::from_str(&event.data)
+                .map_err(|e| TranslateError::Unreadable(format!("an event is not JSON: {e}")))?;
             match self.kind {
                 ProviderKind::Anthropic => self.anthropic(event.event.as_deref().map(str::trim), &value, &mut out)?,
                 _ => self.gemini(&value, &mut out)?,
@@ -78,9 +90,9 @@ impl SseTranslator {
     }
 
     /// Called when the provider's stream ends: `[DONE]` if it had finished, an error if not.
-    pub fn finish(&mut self) -> Result<Vec<u8>, String> {
+    pub fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
         if !self.finished {
-            return Err("the provider's stream ended before it was complete".into());
+            return Err(TranslateError::Unfinished);
         }
         let mut out = Vec::new();
         if self.include_usage {
@@ -93,7 +105,7 @@ impl SseTranslator {
         Ok(out)
     }
 
-    fn anthropic(&mut self, name: Option<&str>, v: &Value, out: &mut Vec<u8>) -> Result<(), String> {
+    fn anthropic(&mut self, name: Option<&str>, v: &Value, out: &mut Vec<u8>) -> Result<(), TranslateError> {
         let kind = name.or_else(|| v.get("type").and_then(Value::as_str)).unwrap_or_default();
         match kind {
             "message_start" => {
@@ -146,17 +158,17 @@ impl SseTranslator {
             "message_stop" => self.finished = true,
             "error" => {
                 let message = v["error"].get("message").and_then(Value::as_str).unwrap_or("unknown error");
-                return Err(format!("the provider reported an error mid-stream: {message}"));
+                return Err(TranslateError::ProviderError(message.to_owned()));
             }
             _ => {}
         }
         Ok(())
     }
 
-    fn gemini(&mut self, v: &Value, out: &mut Vec<u8>) -> Result<(), String> {
+    fn gemini(&mut self, v: &Value, out: &mut Vec<u8>) -> Result<(), TranslateError> {
         if let Some(error) = v.get("error") {
             let message = error.get("message").and_then(Value::as_str).unwrap_or("unknown error");
-            return Err(format!("the provider reported an error mid-stream: {message}"));
+            return Err(TranslateError::ProviderError(message.to_owned()));
         }
         if let Some(model) = v.get("modelVersion").and_then(Value::as_str) {
             self.model = model.to_owned();

@@ -62,6 +62,33 @@ pub enum Outcome<T> {
     Unsupported(Vec<Unsupported>),
 }
 
+/// An answer, with the target that gave it and how it went.
+#[derive(Debug)]
+pub struct Answered<T> {
+    pub value: T,
+    pub target: Target,
+    pub attempts: u32,
+    pub fallback: bool,
+}
+
+impl<T> Outcome<T> {
+    /// The answer, or the outcome without one (whose `Answered` case cannot occur), so that the
+    /// caller handles failures the same way whatever the answer's type.
+    pub fn answer(self) -> Result<Answered<T>, Box<Outcome<std::convert::Infallible>>> {
+        let unanswered = match self {
+            Outcome::Answered { value, target, attempts, fallback } => {
+                return Ok(Answered { value, target, attempts, fallback })
+            }
+            Outcome::ClientError { error, attempts } => Outcome::ClientError { error, attempts },
+            Outcome::AllFailed { failures, last, attempts, retry_after_ms } => {
+                Outcome::AllFailed { failures, last, attempts, retry_after_ms }
+            }
+            Outcome::Unsupported(reasons) => Outcome::Unsupported(reasons),
+        };
+        Err(Box::new(unanswered))
+    }
+}
+
 /// What the caller does next. `target` is an index into the order the machine was given.
 #[derive(Debug)]
 pub enum Action<T> {

@@ -80,6 +80,9 @@ pub struct Target {
     pub timeout_ms: Option<u64>,
     /// Bound on the wait for the response headers of one attempt.
     pub first_byte_timeout_ms: Option<u64>,
+    /// Bound on the wait for a stream's first content event, from the attempt's start; `None`:
+    /// `UPSTREAM_FIRST_TOKEN_TIMEOUT_MS`.
+    pub first_token_timeout_ms: Option<u64>,
     /// Anthropic requires `max_tokens`; this is sent when the client gives none.
     pub default_max_tokens: u64,
 }
@@ -240,12 +243,13 @@ struct RawTarget {
     #[serde(default)]
     first_byte_timeout_ms: Option<u64>,
     #[serde(default)]
+    first_token_timeout_ms: Option<u64>,
+    #[serde(default)]
     max_tokens: Option<u64>,
 }
 
 /// The fields a target may have, for problems (never a value).
-const FIELDS: &str =
-    "provider, model, id, base_url, key, weight, priority, timeout_ms, first_byte_timeout_ms, max_tokens";
+const FIELDS: &str = "provider, model, id, base_url, key, weight, priority, timeout_ms, first_byte_timeout_ms, first_token_timeout_ms, max_tokens";
 
 impl RawTarget {
     /// One target from its JSON, or what is wrong with it in words that quote no value.
@@ -336,7 +340,12 @@ impl RawTarget {
         if weight == 0 || weight > 1000 {
             problems.push(format!("{at}: weight must be from 1 to 1000"));
         }
-        for (name, value) in [("timeout_ms", self.timeout_ms), ("first_byte_timeout_ms", self.first_byte_timeout_ms)] {
+        let bounds = [
+            ("timeout_ms", self.timeout_ms),
+            ("first_byte_timeout_ms", self.first_byte_timeout_ms),
+            ("first_token_timeout_ms", self.first_token_timeout_ms),
+        ];
+        for (name, value) in bounds {
             if value.is_some_and(|v| v == 0 || v > 600_000) {
                 problems.push(format!("{at}: {name} must be from 1 to 600000"));
             }
@@ -361,6 +370,7 @@ impl RawTarget {
             priority: self.priority.unwrap_or(0),
             timeout_ms: self.timeout_ms,
             first_byte_timeout_ms: self.first_byte_timeout_ms,
+            first_token_timeout_ms: self.first_token_timeout_ms,
             default_max_tokens: self.max_tokens.unwrap_or(defaults.default_max_tokens),
         })
     }

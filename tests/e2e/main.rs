@@ -25,6 +25,8 @@ mod routing;
 #[cfg(not(target_arch = "wasm32"))]
 mod runner;
 #[cfg(not(target_arch = "wasm32"))]
+mod streams;
+#[cfg(not(target_arch = "wasm32"))]
 mod upstream;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -59,6 +59,7 @@ fn routes() -> Value {
         "r-down": [oa("r6-a", json!({})), anthropic("r6-b", json!({"priority": 1})), gemini("r6-c", json!({"priority": 2}))],
         "r-claude": [anthropic("r9-claude", json!({}))],
         "r-gemini": [gemini("r10-gemini", json!({}))],
+        "r-ttft": [oa("r11-primary", json!({"first_token_timeout_ms": 1000})), oa("r11-secondary", json!({"priority": 1}))],
     })
 }
 
@@ -321,14 +322,15 @@ fn translated_streams(ctx: &Ctx) {
         assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"] == "stop"));
         assert!(chunks.last().expect("chunks")["usage"]["total_tokens"].as_u64().is_some_and(|n| n > 0), "{provider}");
     }
-    // A cut Anthropic stream reaches the client as cut.
+    // A cut Anthropic stream (after its first text) ends with an error event, never as complete.
     let m = marker("rcut");
-    s.fake().add_rule(&m, json!([{"kind": "cut_stream", "after_chunks": 3}]), false);
+    s.fake().add_rule(&m, json!([{"kind": "cut_stream", "after_chunks": 4}]), false);
     let body = json!({"model": "r-claude", "stream": true, "messages": [{"role": "user", "content": m}]});
-    match read_stream(request(s, KEY_A, &body.to_string(), &[])) {
-        Err(partial) => assert!(!partial.text().contains("[DONE]")),
-        Ok(r) => panic!("a cut stream must not look complete: {}", r.text()),
-    }
+    let text = match read_stream(request(s, KEY_A, &body.to_string(), &[])) {
+        Ok(r) | Err(r) => r.text(),
+    };
+    assert!(!text.contains("[DONE]"), "a cut stream must not look complete: {text}");
+    assert!(text.trim_end().ends_with("}}") && text.contains("\"code\":\"upstream_stream_error\""), "{text}");
 }
 
 fn tool_calls(ctx: &Ctx) {

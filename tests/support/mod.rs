@@ -223,6 +223,7 @@ pub fn target(kind: ProviderKind, model: &str) -> Target {
         priority: 0,
         timeout_ms: None,
         first_byte_timeout_ms: None,
+        first_token_timeout_ms: None,
         default_max_tokens: 1024,
     }
 }

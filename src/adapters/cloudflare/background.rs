@@ -1,4 +1,6 @@
 //! The `Background` port: `ctx.waitUntil`, so cache writes finish after the response is sent.
+//! Called from a streaming body too (while workerd pulls it, inside the request's context):
+//! work registered before the body ends is waited for like any other.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -125,7 +125,7 @@ async function streaming() {
   const { data: stream, response } = await client.chat.completions
     .create({ ...ask(message), stream: true })
     .withResponse();
-  check("stream x-cache", response.headers.get("x-cache"), "BYPASS");
+  check("stream x-cache", response.headers.get("x-cache"), "MISS");
   check("stream content-type", (response.headers.get("content-type") ?? "").split(";")[0], "text/event-stream");
   let text = "";
   let chunks = 0;

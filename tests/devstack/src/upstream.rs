@@ -154,6 +154,7 @@ async fn answer(
             bytes_response(StatusCode::OK, "application/json", Bytes::copy_from_slice(cut))
         }
         ActionKind::CutStream { after_chunks } => cut_response(format, &call, &reply, after_chunks),
+        ActionKind::StallStream { after_chunks } => stall_response(format, &call, &reply, after_chunks),
     }
 }
 
@@ -211,6 +212,37 @@ fn cut_response(format: &dyn WireFormat, call: &ChatCall, reply: &FakeReply, aft
     let full = format.completion(call, reply).to_string();
     let half = Bytes::copy_from_slice(&full.as_bytes()[..full.len() / 2]);
     stream_response(vec![half], "application/json", Duration::ZERO, true)
+}
+
+/// Longest a stalled stream keeps its connection open.
+const STALL_LIMIT: Duration = Duration::from_secs(600);
+
+/// Streaming request: the first `after_chunks` events (never the terminal ones), then silence
+/// with the connection open until the client goes away. Non-streaming request: the same with
+/// half the JSON body.
+fn stall_response(format: &dyn WireFormat, call: &ChatCall, reply: &FakeReply, after_chunks: usize) -> Response<Body> {
+    let (events, content_type) = if call.stream {
+        let plan = format.stream(call, reply);
+        let keep = after_chunks.min(plan.terminal_from);
+        (plan.events.into_iter().take(keep).collect::<Vec<_>>(), plan.content_type)
+    } else {
+        let full = format.completion(call, reply).to_string();
+        (vec![Bytes::copy_from_slice(&full.as_bytes()[..full.len() / 2])], "application/json")
+    };
+    let (tx, body) = Body::channel();
+    tokio::spawn(async move {
+        for event in events {
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+        }
+        let _ = tokio::time::timeout(STALL_LIMIT, tx.closed()).await;
+    });
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
 }
 
 fn status_response(

@@ -23,6 +23,9 @@ pub enum ActionKind {
     CutStream { after_chunks: usize },
     /// A normal stream with `chunk_delay_ms` between events.
     SlowStream { chunk_delay_ms: u64 },
+    /// Send `after_chunks` events (never the terminal ones), then nothing, with the connection
+    /// kept open until the client goes away (a provider that stalls mid-stream).
+    StallStream { after_chunks: usize },
 }
 
 /// One scripted action; `delay_ms` applies before the response headers.
@@ -40,8 +43,9 @@ impl Action {
 
     /// Parses `{"kind":"ok","delay_ms":N}`, `{"kind":"status","status":500,
     /// "retry_after":"2","retry_after_ms":"1500","body":"...","headers":{...}}`,
-    /// `{"kind":"malformed"}`, `{"kind":"cut_stream","after_chunks":N}` or
-    /// `{"kind":"slow_stream","chunk_delay_ms":N}`; any of them may add `"api_key":"K"`.
+    /// `{"kind":"malformed"}`, `{"kind":"cut_stream","after_chunks":N}`,
+    /// `{"kind":"stall_stream","after_chunks":N}` or `{"kind":"slow_stream","chunk_delay_ms":N}`;
+    /// any of them may add `"api_key":"K"`.
     pub fn from_json(value: &Value) -> Result<Action, String> {
         let object = value.as_object().ok_or_else(|| format!("an action must be a JSON object, got {value}"))?;
         let kind = object
@@ -71,6 +75,10 @@ impl Action {
                     .map_err(|_| "\"after_chunks\" is too large".to_string())?,
             },
             "slow_stream" => ActionKind::SlowStream { chunk_delay_ms: number("chunk_delay_ms")?.unwrap_or(100) },
+            "stall_stream" => ActionKind::StallStream {
+                after_chunks: usize::try_from(number("after_chunks")?.unwrap_or(0))
+                    .map_err(|_| "\"after_chunks\" is too large".to_string())?,
+            },
             "status" => {
                 let status = number("status")?
                     .and_then(|s| u16::try_from(s).ok())
@@ -98,7 +106,7 @@ impl Action {
             other => {
                 return Err(format!(
                     "unknown action kind {other:?} (expected ok, status, malformed, \
-                     cut_stream or slow_stream)"
+                     cut_stream, stall_stream or slow_stream)"
                 ))
             }
         };
@@ -265,6 +273,8 @@ mod tests {
         assert!(Action::from_json(&json!({"kind":"nope"})).is_err());
         assert!(Action::from_json(&json!({"kind":"status"})).is_err());
         assert_eq!(Action::from_json(&json!({"kind":"ok","delay_ms":5})).unwrap().delay_ms, 5);
+        let stall = Action::from_json(&json!({"kind":"stall_stream","after_chunks":2})).unwrap();
+        assert_eq!(stall.kind, ActionKind::StallStream { after_chunks: 2 });
         let keyed = Action::from_json(&json!({"kind":"malformed","api_key":"k1"})).unwrap();
         assert_eq!((keyed.kind, keyed.api_key.as_deref()), (ActionKind::Malformed, Some("k1")));
     }
