@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod gateway;

@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::{select, Either};
 use futures_util::stream::{Stream, StreamExt};
 
+use crate::coalesce::Flights;
 use crate::routing::health::Health;
 
 /// A chunk stream: request bodies read from the client, streaming answers from a provider.
@@ -181,6 +182,9 @@ pub trait Vars {
 /// host guarantees (a cold start begins empty; what must survive is shared through Redis).
 pub trait Memory {
     fn health(&self) -> &Health;
+
+    /// The provider calls in flight in this instance, for single flight (`coalesce`).
+    fn flights(&self) -> &Flights;
 
     /// Whether this memory serves later requests too (a Workers isolate, a reused Spin instance)
     /// or starts empty for each one (a host that never reuses an instance: the in-memory test

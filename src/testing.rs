@@ -84,6 +84,7 @@ pub struct MemHost {
     state: Rc<State>,
     /// This isolate's memory (the `Memory` port).
     health: Rc<crate::routing::health::Health>,
+    flights: crate::coalesce::Flights,
 }
 
 pub const WORKERS_KV_LIMITS: KvLimits =
@@ -100,7 +101,7 @@ impl MemHost {
     /// A second isolate in the same world: the same clock, KV, routes, requests log and
     /// background queue, and a memory of its own (what another isolate or instance knows).
     pub fn another_isolate(&self) -> MemHost {
-        MemHost { state: self.state.clone(), health: Rc::default() }
+        MemHost { state: self.state.clone(), health: Rc::default(), flights: Default::default() }
     }
 
     pub fn advance(&self, ms: u64) {
@@ -304,6 +305,41 @@ impl MemHost {
     }
 }
 
+impl MemHost {
+    /// Like `block_on`, with the background tasks spawned meanwhile running beside `fut` (as a
+    /// host runs them while other requests go on); those still running when `fut` is done go
+    /// back to the queue, for `run_background`.
+    pub fn block_on_with_background<F: Future>(&self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut running: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
+        loop {
+            // Two passes per instant: what one side did may let the other go on at once.
+            for _ in 0..2 {
+                self.state.timers.borrow_mut().clear();
+                if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                    self.state.background.borrow_mut().extend(running);
+                    return v;
+                }
+                loop {
+                    let task = self.state.background.borrow_mut().pop_front();
+                    match task {
+                        Some(task) => running.push(task),
+                        None => break,
+                    }
+                }
+                running.retain_mut(|task| task.as_mut().poll(&mut cx).is_pending());
+            }
+            let next = self.state.timers.borrow().iter().min().copied();
+            match next {
+                Some(deadline) if deadline > self.now_ms() => self.state.now_ms.set(deadline),
+                Some(_) => {}
+                None => panic!("the future is pending with no sleep to wait for: it would hang"),
+            }
+        }
+    }
+}
+
 impl Random for MemHost {
     fn random_u64(&self) -> u64 {
         // xorshift64: deterministic ids in tests.
@@ -325,6 +361,10 @@ impl Background for MemHost {
 impl crate::ports::Memory for MemHost {
     fn health(&self) -> &crate::routing::health::Health {
         &self.health
+    }
+
+    fn flights(&self) -> &crate::coalesce::Flights {
+        &self.flights
     }
 
     fn lasts_between_requests(&self) -> bool {

@@ -2,7 +2,7 @@
 //! pipelines (`POST {url}/pipeline`: one `{"result"}` or `{"error"}` per command, not atomic),
 //! over strings and sorted sets with expiry in the host's virtual time. Each command behaves as
 //! Redis 7.0 documents it, errors included, for the options the gateway uses (and their
-//! siblings): GET, MGET, SET (PX/EX), DEL, EXISTS, INCR, INCRBY, PEXPIRE (NX/XX/GT/LT), PTTL,
+//! siblings): GET, MGET, SET (NX/XX/GET/PX/EX), DEL, EXISTS, INCR, INCRBY, PEXPIRE (NX/XX/GT/LT), PTTL,
 //! ZADD (NX/XX/GT/LT/CH), ZSCORE, ZMSCORE, PING. Switchable off to model an outage.
 
 use std::cell::{Cell, RefCell};
@@ -155,22 +155,7 @@ fn run(data: &mut HashMap<String, Stored>, args: &[String], now_ms: u64) -> Resu
         ("DEL", keys) if !keys.is_empty() => Ok(json!(keys.iter().filter(|k| data.remove(**k).is_some()).count())),
         ("INCR", [key]) => incr_by(data, key, 1),
         ("INCRBY", [key, by]) => incr_by(data, key, by.parse().map_err(|_| NOT_INTEGER.to_owned())?),
-        ("SET", [key, value, options @ ..]) => {
-            let expires_at = match options {
-                [] => None,
-                [unit, n] if unit.eq_ignore_ascii_case("PX") || unit.eq_ignore_ascii_case("EX") => {
-                    let n: u64 = n.parse().map_err(|_| NOT_INTEGER.to_owned())?;
-                    let ms = if unit.eq_ignore_ascii_case("EX") { n.saturating_mul(1000) } else { n };
-                    if ms == 0 {
-                        return Err("ERR invalid expire time in 'set' command".into());
-                    }
-                    Some(now_ms + ms)
-                }
-                _ => return Err(SYNTAX.into()),
-            };
-            data.insert((*key).to_owned(), Stored { value: Value::Str((*value).to_owned()), expires_at });
-            Ok(json!("OK"))
-        }
+        ("SET", [key, value, options @ ..]) => set(data, key, value, options, now_ms),
         ("PEXPIRE", [key, ms, option @ ..]) if option.len() <= 1 => {
             let ms: i64 = ms.parse().map_err(|_| NOT_INTEGER.to_owned())?;
             pexpire(data, key, ms, option.first().copied(), now_ms)
@@ -195,6 +180,46 @@ fn run(data: &mut HashMap<String, Stored>, args: &[String], now_ms: u64) -> Resu
         ) => Err(wrong_args()),
         _ => Err(format!("ERR unknown command '{name}'")),
     }
+}
+
+/// `SET key value [NX | XX] [GET] [EX s | PX ms]`, options in any order.
+fn set(
+    data: &mut HashMap<String, Stored>,
+    key: &str,
+    value: &str,
+    options: &[&str],
+    now_ms: u64,
+) -> Result<Json, String> {
+    let (mut nx, mut xx, mut get, mut expires_at) = (false, false, false, None);
+    let mut rest = options.iter();
+    while let Some(option) = rest.next() {
+        match option.to_ascii_uppercase().as_str() {
+            "NX" if !xx => nx = true,
+            "XX" if !nx => xx = true,
+            "GET" => get = true,
+            unit @ ("PX" | "EX") if expires_at.is_none() => {
+                let n: u64 = rest.next().ok_or(SYNTAX)?.parse().map_err(|_| NOT_INTEGER.to_owned())?;
+                let ms = if unit == "EX" { n.saturating_mul(1000) } else { n };
+                if ms == 0 {
+                    return Err("ERR invalid expire time in 'set' command".into());
+                }
+                expires_at = Some(now_ms + ms);
+            }
+            _ => return Err(SYNTAX.into()),
+        }
+    }
+    // Only GET reads the old value (and refuses another type); a plain SET replaces any.
+    let old = if get { string(data, key)?.cloned() } else { None };
+    let reply = |old: Option<String>, done: bool| match (get, done) {
+        (true, _) => json!(old),
+        (false, true) => json!("OK"),
+        (false, false) => json!(null),
+    };
+    if (nx && data.contains_key(key)) || (xx && !data.contains_key(key)) {
+        return Ok(reply(old, false));
+    }
+    data.insert(key.to_owned(), Stored { value: Value::Str(value.to_owned()), expires_at });
+    Ok(reply(old, true))
 }
 
 fn string<'a>(data: &'a HashMap<String, Stored>, key: &str) -> Result<Option<&'a String>, String> {

@@ -2,16 +2,22 @@
 //! (minutes to hours, never guaranteed; a new isolate starts empty and learns from Redis).
 
 use super::CfHost;
+use crate::coalesce::Flights;
 use crate::ports::Memory;
 use crate::routing::health::Health;
 
 thread_local! {
     // Leaked once per isolate: the isolate's lifetime is the program's lifetime.
     static HEALTH: &'static Health = Box::leak(Box::default());
+    static FLIGHTS: &'static Flights = Box::leak(Box::default());
 }
 
 impl Memory for CfHost {
     fn health(&self) -> &Health {
         HEALTH.with(|h| *h)
+    }
+
+    fn flights(&self) -> &Flights {
+        FLIGHTS.with(|f| *f)
     }
 }

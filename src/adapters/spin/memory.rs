@@ -5,16 +5,22 @@
 //! `Health` keeps no borrow across an `.await`, so interleaved requests share it safely.
 
 use super::SpinHost;
+use crate::coalesce::Flights;
 use crate::ports::Memory;
 use crate::routing::health::Health;
 
 thread_local! {
     // Leaked once per instance: the instance's lifetime is the program's lifetime.
     static HEALTH: &'static Health = Box::leak(Box::default());
+    static FLIGHTS: &'static Flights = Box::leak(Box::default());
 }
 
 impl Memory for SpinHost {
     fn health(&self) -> &Health {
         HEALTH.with(|h| *h)
+    }
+
+    fn flights(&self) -> &Flights {
+        FLIGHTS.with(|f| *f)
     }
 }
