@@ -111,6 +111,10 @@ pub struct Config {
     /// With a stale entry in hand, how long the providers have to start answering before the
     /// stale entry answers instead (`STALE_DEADLINE_MS`; bounds the failover like its deadline).
     pub stale_deadline_ms: u64,
+    /// Single flight (`COALESCE_WAIT_MS`): how long a request whose call another isolate leads
+    /// waits for that answer in tier 2 before calling the provider itself; also how long a claim
+    /// lasts. 0 turns coalescing off.
+    pub coalesce_wait_ms: u64,
     pub max_body_bytes: usize,
     pub max_entry_bytes: usize,
     pub cors: Cors,
@@ -144,6 +148,7 @@ pub const DEFAULT_FIRST_TOKEN_TIMEOUT_MS: u64 = 60_000;
 
 /// How long a stale entry waits for the providers (README, Cache behaviour).
 pub const DEFAULT_STALE_DEADLINE_MS: u64 = 10_000;
+pub const DEFAULT_COALESCE_WAIT_MS: u64 = 20_000;
 
 /// Every variable `Config::from_vars` reads, besides the key secrets `ROUTES` names (see
 /// `Config::variables_for`). Hosts whose variables must be fetched ahead (Spin) fetch these;
@@ -176,6 +181,7 @@ pub const VARIABLES: &[&str] = &[
     "CACHE_STALE_TTL_SECONDS",
     "KV_TIMEOUT_MS",
     "TIER2_HEDGE_MS",
+    "COALESCE_WAIT_MS",
     "MAX_BODY_BYTES",
     "MAX_ENTRY_BYTES",
     "CORS_ALLOWED_ORIGINS",
@@ -257,6 +263,7 @@ impl Config {
             kv_timeout_ms: r.number("KV_TIMEOUT_MS", 200, 1, 60_000),
             tier2_hedge_ms: r.number("TIER2_HEDGE_MS", DEFAULT_TIER2_HEDGE_MS, 0, 60_000),
             stale_deadline_ms: r.number("STALE_DEADLINE_MS", DEFAULT_STALE_DEADLINE_MS, 1, 900_000),
+            coalesce_wait_ms: r.number("COALESCE_WAIT_MS", DEFAULT_COALESCE_WAIT_MS, 0, 600_000),
             max_body_bytes: r.number("MAX_BODY_BYTES", 4 << 20, 1024, 64 << 20) as usize,
             max_entry_bytes: r.number("MAX_ENTRY_BYTES", 4 << 20, 1024, 24 << 20) as usize,
             cors: r.cors("CORS_ALLOWED_ORIGINS"),

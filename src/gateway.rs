@@ -1,13 +1,14 @@
 //! The way of one request, and the only orchestrator: route, authenticate, parse, decide the cache
 //! policy, look up tier 1 (edge KV) with tier 2 (Redis) hedged (`lookup`), call the provider on a
-//! double miss, write back in the background (`writes`), and fall back to a stale entry when the
-//! provider fails. Responses are assembled in `reply`.
+//! double miss (sharing a call already in flight for the same key: `coalesce`), write back in the
+//! background (`writes`), and fall back to a stale entry when the provider fails. Responses are assembled in `reply`.
 //!
 //! Fail open: a store that errs, times out or holds garbage is a miss, logged and never an error
 //! for the client. The client never waits for a cache write. Must not: do IO except through the
 //! ports, or read time except from `Clock`.
 
 mod admin;
+mod coalesce;
 mod counters;
 mod info;
 mod lookup;
@@ -31,6 +32,7 @@ use crate::config::{Config, ConfigError};
 use crate::error::{ApiError, ErrorType, Tier};
 use crate::ports::{Body, CollectError, Host};
 use crate::routing::table::{NoRoute, Target};
+use coalesce::Joined;
 use origin::{all_failed, routing_headers, unsupported, Outcome};
 use reply::Form;
 use streams::StreamEnd;
@@ -279,6 +281,11 @@ impl<H: Host> Exchange<'_, H> {
         if policy.only_if_cached {
             return reply::cache_miss("No fresh cached answer exists and the request said only-if-cached.", &report);
         }
+        // Identical misses in flight share one provider call.
+        let flight = match self.join_flight(&key, policy, form, &report).await {
+            Joined::Served(response) => return response,
+            Joined::Call(flight) => flight,
+        };
         // With a stale entry in hand, the providers have until the stale deadline to start.
         let deadline = self.origin_deadline(stale.is_some());
         report.served = if policy.bypass.is_some() { Served::Bypass } else { Served::Origin };
@@ -292,7 +299,7 @@ impl<H: Host> Exchange<'_, H> {
             };
             // Stored, if at all, when the stream has ended cleanly: Cache-Status cannot promise it.
             let end = StreamEnd {
-                writes: self.writes(),
+                writes: self.writes().leading(flight),
                 key: policy.write.then_some(key),
                 target: opened.target.id.clone(),
                 breaker: self.config.breaker,
@@ -310,7 +317,7 @@ impl<H: Host> Exchange<'_, H> {
             Err(failed) => return self.unanswered(*failed, stale, report, form),
         };
         if policy.write {
-            let stored = self.writes().keep(key, &answered.value, &answered.target.id);
+            let stored = self.writes().leading(flight).keep(key, &answered.value, &answered.target.id);
             (report.kv.stored, report.redis.stored) = (stored.kv, stored.redis);
         }
         let mut response = reply::json(StatusCode::OK, answered.value.body);

@@ -4,7 +4,8 @@
 //! RFC 9211 lists caches from the one closest to the origin to the one closest to the client, so
 //! Redis (tier 2) comes before the edge KV (tier 1). A tier that was not consulted and not written
 //! is left out, and so is tier 2 when its hedged read was still out as tier 1 answered with a hit
-//! (its answer took no part in the response).
+//! (its answer took no part in the response). A miss that shared another request's provider call
+//! (single flight) says `collapsed` on tier 1's member.
 
 use std::fmt::Write as _;
 
@@ -59,11 +60,18 @@ pub struct CacheReport {
     pub kv: TierStatus,
     pub redis: TierStatus,
     pub served: Served,
+    /// The answer came from another request's provider call for the same key.
+    pub collapsed: bool,
 }
 
 impl CacheReport {
     pub fn new() -> CacheReport {
-        CacheReport { kv: TierStatus::default(), redis: TierStatus::default(), served: Served::Nothing }
+        CacheReport {
+            kv: TierStatus::default(),
+            redis: TierStatus::default(),
+            served: Served::Nothing,
+            collapsed: false,
+        }
     }
 
     pub fn tier_mut(&mut self, tier: Tier) -> &mut TierStatus {
@@ -96,7 +104,13 @@ impl CacheReport {
     pub fn cache_status(&self) -> Option<String> {
         let members: Vec<String> = [(Tier::Redis, self.redis), (Tier::EdgeKv, self.kv)]
             .into_iter()
-            .filter_map(|(tier, status)| member(tier, status))
+            .filter_map(|(tier, status)| {
+                let mut m = member(tier, status)?;
+                if self.collapsed && tier == Tier::EdgeKv {
+                    m.push_str("; collapsed");
+                }
+                Some(m)
+            })
             .collect();
         (!members.is_empty()).then(|| members.join(", "))
     }

@@ -202,15 +202,24 @@ pub async fn health<H: Host>(host: &H, config: &Config) -> Response<Body> {
             })
         })
         .collect();
-    let not_stored = match &config.upstash {
+    let mut not_stored = match &config.upstash {
         Some(upstash) if redis["state"] == "ok" => counters::read(host, upstash).await.unwrap_or(Value::Null),
         _ => Value::Null,
+    };
+    // Provider calls saved by single flight, by where the shared call ran.
+    let coalesced = match not_stored.as_object_mut() {
+        Some(counts) => json!({
+            "isolate": counts.remove(counters::COALESCED_ISOLATE),
+            "redis": counts.remove(counters::COALESCED_REDIS),
+        }),
+        None => Value::Null,
     };
     let body = json!({
         "status": if all_ok { "ok" } else { "degraded" },
         "tiers": {"edge_kv": kv, "redis": redis},
         "targets": targets,
         "not_stored": not_stored,
+        "coalesced": coalesced,
         "problems": config.problems,
     });
     reply::json(StatusCode::OK, body.to_string())

@@ -1,4 +1,4 @@
-//! Counters of what the cache had to skip, kept in Redis so that every instance adds to the same
+//! Counters of what the cache had to skip and of provider calls saved, kept in Redis so that every instance adds to the same
 //! number (instance memory is not shared, and on Spin it does not outlive a request). Best
 //! effort: counted after the response, and a Redis outage loses counts, never requests.
 
@@ -14,11 +14,17 @@ pub const EDGE_KV_TOO_LARGE: &str = "edge_kv_too_large";
 /// Entries not written to tier 2 because they exceed Upstash's request limit.
 pub const REDIS_TOO_LARGE: &str = "redis_too_large";
 
+/// Requests answered by another request's provider call (single flight), by where that call ran:
+/// provider calls saved.
+pub const COALESCED_ISOLATE: &str = "coalesced_isolate";
+pub const COALESCED_REDIS: &str = "coalesced_redis";
+
 /// Every counter, for `/admin/health`: the size skips above, then one per reason an answer was
-/// not worth replaying (`cache::storable`).
+/// not worth replaying (`cache::storable`), then the calls saved by single flight.
 pub fn all() -> Vec<&'static str> {
     let sizes = [ENTRY_TOO_LARGE, EDGE_KV_TOO_LARGE, REDIS_TOO_LARGE];
-    sizes.into_iter().chain(NotReplayable::ALL.iter().map(|r| r.word())).collect()
+    let saved = [COALESCED_ISOLATE, COALESCED_REDIS];
+    sizes.into_iter().chain(NotReplayable::ALL.iter().map(|r| r.word())).chain(saved).collect()
 }
 
 const TIMEOUT_MS: u64 = 5_000;

@@ -18,7 +18,7 @@ use crate::providers::replay::{replay, NotACompletion};
 
 /// Headers a browser page may read from a cross-origin answer.
 /// Every response header the README documents.
-pub const EXPOSE: &str = "cache-status, x-cache, x-cache-tier, age, x-request-id, x-provider, x-attempts, x-fallback, x-cache-stale-reason, server-timing, retry-after";
+pub const EXPOSE: &str = "cache-status, x-cache, x-cache-tier, age, x-request-id, x-provider, x-attempts, x-fallback, x-cache-stale-reason, x-coalesced, server-timing, retry-after";
 /// Headers a preflight allows when the browser did not say which it needs.
 const DEFAULT_ALLOW_HEADERS: &str = "authorization, content-type, cache-control, x-cache-namespace, x-request-id";
 const MAX_REQUEST_ID: usize = 128;
@@ -150,6 +150,31 @@ pub fn stale(
     let mut response = cached(entry, &report, now_ms, form)?;
     set(response.headers_mut(), "x-cache-stale-reason", reason);
     Ok(response)
+}
+
+/// The answer of another request's provider call for the same key (single flight), led by
+/// `leader`: as fresh as a new answer, in the form this client asked for.
+pub fn coalesced(
+    entry: Entry,
+    report: &CacheReport,
+    now_ms: u64,
+    form: Form,
+    leader: &str,
+) -> Result<Response<Body>, NotACompletion> {
+    let mut report = report.clone();
+    report.served = Served::Origin;
+    report.collapsed = true;
+    let mut response = cached(entry, &report, now_ms, form)?;
+    set_coalesced(response.headers_mut(), leader);
+    Ok(response)
+}
+
+/// `x-coalesced`: the request id whose provider call answered this one too.
+pub fn set_coalesced(headers: &mut HeaderMap, leader: &str) {
+    // Request ids are checked tokens, or made here; one from Redis that is not is left out.
+    if let Ok(v) = HeaderValue::from_str(leader) {
+        headers.insert(HeaderName::from_static("x-coalesced"), v);
+    }
 }
 
 /// An entry's answer: its body as stored (shared, not copied) or replayed as a stream, its `Age`,

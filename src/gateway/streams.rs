@@ -17,6 +17,9 @@
 //! From the cache (`replayed`): a stored completion replayed as an OpenAI stream, in batches of
 //! whole events.
 //!
+//! A request that leads a single flight (`coalesce`) hands every chunk its client gets to the
+//! flight as well, for the followers that read along.
+//!
 //! A client that goes away drops the stream: nothing is stored and nothing counted.
 
 use bytes::{Bytes, BytesMut};
@@ -131,6 +134,9 @@ pub(super) struct StreamEnd<H: Host> {
 impl<H: Host> StreamEnd<H> {
     /// The provider's terminal event was relayed: store what was assembled, if it is worth it.
     fn clean(self, relay: &mut Relay) {
+        if let Some(lead) = self.writes.flight() {
+            lead.stream_done();
+        }
         let Some(key) = self.key else { return };
         match relay.answer() {
             None => {}
@@ -160,7 +166,12 @@ impl<H: Host> StreamEnd<H> {
             self.writes.log("warn", "breaker_opened", json!({"target": self.target}));
         }
         share_health(host, self.writes.upstash(), self.breaker, std::slice::from_ref(&self.target));
-        error_event(&error)
+        let event = error_event(&error);
+        if let Some(lead) = self.writes.flight() {
+            lead.chunk(&event);
+            lead.stream_done();
+        }
+        event
     }
 }
 
@@ -168,6 +179,9 @@ impl<H: Host> StreamEnd<H> {
 pub(super) fn tee<H: Host>(opened: Opened, end: StreamEnd<H>, idle_ms: u64) -> BodyStream {
     let Opened { held, rest, relay } = opened;
     let host = end.writes.host().clone();
+    if let Some(lead) = end.writes.flight() {
+        lead.opened(&end.target);
+    }
     let state = Tee { held: held.into_iter(), rest, relay, end: Some(end), host, idle_ms };
     Box::pin(stream::unfold(state, |mut tee| async move {
         let item = tee.next().await?;
@@ -186,8 +200,17 @@ struct Tee<H: Host> {
 }
 
 impl<H: Host> Tee<H> {
-    /// The client's next bytes; `None` once the stream has ended (its end handled once).
+    /// The client's next bytes, shared with the followers of the flight this stream leads.
     async fn next(&mut self) -> Option<Bytes> {
+        let out = self.relayed().await?;
+        if let Some(lead) = self.end.as_ref().and_then(|end| end.writes.flight()) {
+            lead.chunk(&out);
+        }
+        Some(out)
+    }
+
+    /// The client's next bytes; `None` once the stream has ended (its end handled once).
+    async fn relayed(&mut self) -> Option<Bytes> {
         if let Some(held) = self.held.next() {
             return Some(held);
         }

@@ -5,18 +5,24 @@
 //!
 //! `Writes` owns what a write needs, so the same path serves an answer read whole (decided before
 //! the response, which then says `stored` in `Cache-Status`) and a streamed answer (decided when
-//! its stream ends cleanly, long after `handle` returned).
+//! its stream ends cleanly, long after `handle` returned). A request that leads a single flight
+//! (`coalesce`) publishes the entry to its followers here, and its lead lasts until the write is
+//! done.
+
+use std::rc::Rc;
 
 use bytes::Bytes;
 use futures_util::future::join;
 use serde_json::json;
 
+use super::coalesce::Leading;
 use super::{counters, Exchange, WRITE_TIMEOUT_MS};
 use crate::cache::entry::Entry;
 use crate::cache::fit::{self, Place, TooLarge};
 use crate::cache::key::CacheKey;
 use crate::cache::storable::{replayable, NotReplayable};
 use crate::cache::verdict;
+use crate::coalesce::{Lead, Outcome};
 use crate::config::UpstashConfig;
 use crate::error::{StoreError, StoreErrorKind, Tier};
 use crate::ports::{Host, Kv, Log};
@@ -32,6 +38,8 @@ pub(super) struct Writes<H: Host> {
     fresh_ttl_s: u64,
     stale_ttl_s: u64,
     store_truncated: bool,
+    /// The single flight this request leads, if any: ends when the last clone is dropped.
+    flight: Option<Rc<Leading<H>>>,
 }
 
 /// The tiers a new answer is being written to.
@@ -46,12 +54,14 @@ impl<H: Host> Writes<H> {
     /// response; says which. A skip is logged and counted here, once.
     pub fn keep(&self, key: CacheKey, answer: &Answer, provider: &str) -> Stored {
         if let Err(reason) = replayable(&answer.body, self.store_truncated) {
+            self.publish(Outcome::Nothing);
             self.skipped(reason, provider);
             return Stored::default();
         }
         let now = self.host.now_ms();
         // The entry shares the answer's bytes; the client is served from them too.
         let entry = Entry::new(now, self.fresh_ttl_s, self.stale_ttl_s, provider, &answer.model, answer.body.clone());
+        self.publish(Outcome::Answer(entry.clone()));
         self.store(key, entry)
     }
 
@@ -90,6 +100,23 @@ impl<H: Host> Writes<H> {
     pub fn too_large(&self, size: Option<usize>, limit: usize) {
         self.log("warn", "entry_too_large", json!({"bytes": size, "limit": limit}));
         self.count(counters::ENTRY_TOO_LARGE);
+    }
+
+    /// These writes carry the lead of a single flight (see `coalesce`).
+    pub fn leading(mut self, flight: Option<Rc<Leading<H>>>) -> Self {
+        self.flight = flight;
+        self
+    }
+
+    /// The isolate's flight this request leads, if any.
+    pub fn flight(&self) -> Option<&Lead> {
+        self.flight.as_deref().map(|f| &f.local)
+    }
+
+    fn publish(&self, outcome: Outcome) {
+        if let Some(lead) = self.flight() {
+            lead.publish(outcome);
+        }
     }
 
     pub fn host(&self) -> &H {
@@ -159,6 +186,7 @@ impl<H: Host> Clone for Writes<H> {
             fresh_ttl_s: self.fresh_ttl_s,
             stale_ttl_s: self.stale_ttl_s,
             store_truncated: self.store_truncated,
+            flight: self.flight.clone(),
         }
     }
 }
@@ -191,6 +219,7 @@ impl<H: Host> Exchange<'_, H> {
             fresh_ttl_s: c.fresh_ttl_s,
             stale_ttl_s: c.stale_ttl_s,
             store_truncated: c.store_truncated,
+            flight: None,
         }
     }
 

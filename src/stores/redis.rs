@@ -7,6 +7,7 @@
 //! | `{prefix}:{digest}` | a cache entry (base64 MessagePack), expiring with its stale window |
 //! | `{prefix}:count:{name}` | a counter of events (stores skipped, ...) |
 //! | `{prefix}:health:{target id}:{slice}:ok`, `...:fail` | calls to a target that succeeded or failed in one slice of the breaker window, over all isolates (`INCRBY`), expiring when the slice leaves the window |
+//! | `{prefix}:flight:{digest}` | the request id of the call in flight for a cache key (single flight across isolates: `SET NX PX`), deleted when its answer is stored, else expiring after `COALESCE_WAIT_MS` |
 //! | `{prefix}:health:{target id}:marks` | a sorted set of the target's marks: `open_until`, `closed_at`, `cool_until` (ms since the epoch), each only ever moved later (`ZADD GT`); it expires a window after its latest mark (`PEXPIRE NX`, then `PEXPIRE GT`) |
 //!
 //! Slices are numbered from the epoch (`routing::breaker::BreakerConfig::slice`), so all isolates
@@ -46,6 +47,11 @@ pub fn entry_key(prefix: &str, key: &CacheKey) -> String {
     format!("{prefix}:{}", key.digest_hex())
 }
 
+/// The Redis key of the call in flight for a cache key.
+pub fn flight_key(prefix: &str, key: &CacheKey) -> String {
+    format!("{prefix}:flight:{}", key.digest_hex())
+}
+
 /// The Redis key of a counter.
 pub fn counter_key(prefix: &str, name: &str) -> String {
     format!("{prefix}:count:{name}")
@@ -59,6 +65,14 @@ pub fn outcome_key(prefix: &str, target_id: &str, slice: u64, ok: bool) -> Strin
 /// The Redis key of a target's marks.
 pub fn marks_key(prefix: &str, target_id: &str) -> String {
     format!("{prefix}:health:{target_id}:marks")
+}
+
+/// An entry as stored: base64 of its encoding; garbage is an error.
+fn decode_entry(op: &'static str, b64: &str) -> Result<Entry, StoreError> {
+    let bytes = B64
+        .decode(b64.as_bytes())
+        .map_err(|e| err(op, StoreErrorKind::Garbage(format!("value is not base64: {e}"))))?;
+    Entry::decode_shared(bytes::Bytes::from(bytes)).map_err(|e| err(op, StoreErrorKind::Garbage(e.to_string())))
 }
 
 /// The members of a marks set, in the order `ZMSCORE` asks for them.
@@ -100,13 +114,7 @@ impl<'a> Redis<'a> {
         let result = self.rest.command(host, "get", &["GET", &redis_key], limit, self.config.timeout_ms).await?;
         match result {
             Value::Null => Ok(None),
-            Value::String(b64) => {
-                let bytes = B64
-                    .decode(b64.as_bytes())
-                    .map_err(|e| err("get", StoreErrorKind::Garbage(format!("value is not base64: {e}"))))?;
-                let decoded = Entry::decode_shared(bytes::Bytes::from(bytes));
-                decoded.map(Some).map_err(|e| err("get", StoreErrorKind::Garbage(e.to_string())))
-            }
+            Value::String(b64) => decode_entry("get", &b64).map(Some),
             other => Err(err("get", StoreErrorKind::Protocol(format!("GET returned {}", json_type_name(&other))))),
         }
     }
@@ -150,6 +158,60 @@ impl<'a> Redis<'a> {
             Value::Number(n) => Ok(n.as_u64().unwrap_or(0) > 0),
             other => Err(err("delete", StoreErrorKind::Protocol(format!("DEL returned {}", json_type_name(&other))))),
         }
+    }
+
+    /// Claims the call for `key` for `request_id`, for `ttl_ms`, unless another request holds it
+    /// (`SET NX PX GET`, one command): `None` when this request leads, else the leader's id.
+    pub async fn claim_flight<H: Http + Clock>(
+        &self,
+        host: &H,
+        key: &CacheKey,
+        request_id: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<String>, StoreError> {
+        let flight = flight_key(self.prefix(), key);
+        let ttl = ttl_ms.max(1).to_string();
+        let args = ["SET", flight.as_str(), request_id, "NX", "PX", ttl.as_str(), "GET"];
+        match self.rest.command(host, "claim", &args, 1024, self.config.timeout_ms).await? {
+            Value::Null => Ok(None),
+            Value::String(leader) => Ok(Some(leader)),
+            other => Err(err("claim", StoreErrorKind::Protocol(format!("SET returned {}", json_type_name(&other))))),
+        }
+    }
+
+    /// One look at a flight led elsewhere: the entry under `key` if it is there yet, and whether
+    /// the flight is still claimed (one round trip).
+    pub async fn look_at_flight<H: Http + Clock>(
+        &self,
+        host: &H,
+        key: &CacheKey,
+        max_entry_bytes: usize,
+    ) -> Result<(Option<Entry>, bool), StoreError> {
+        let commands = [
+            vec!["GET".to_owned(), entry_key(self.prefix(), key)],
+            vec!["EXISTS".to_owned(), flight_key(self.prefix(), key)],
+        ];
+        let limit = fit::redis_reply_limit(max_entry_bytes);
+        let replies = self.rest.pipeline(host, "flight", &commands, limit, self.config.timeout_ms).await?;
+        let entry = match &replies[0] {
+            Ok(Value::Null) => None,
+            Ok(Value::String(b64)) => Some(decode_entry("flight", b64)?),
+            Ok(other) => {
+                let why = format!("GET returned {}", json_type_name(other));
+                return Err(err("flight", StoreErrorKind::Protocol(why)));
+            }
+            Err(e) => return Err(err("flight", StoreErrorKind::Protocol(e.clone()))),
+        };
+        let claimed = matches!(&replies[1], Ok(Value::Number(n)) if n.as_u64() == Some(1));
+        Ok((entry, claimed))
+    }
+
+    /// Ends the flight of `key` (its answer is stored, or there is none). A plain `DEL`: should
+    /// the claim have expired and another request have claimed the key since, that request's
+    /// followers stop waiting and call the provider themselves; no answer is ever wrong for it.
+    pub async fn release_flight<H: Http + Clock>(&self, host: &H, key: &CacheKey) -> Result<(), StoreError> {
+        let flight = flight_key(self.prefix(), key);
+        self.rest.command(host, "release", &["DEL", &flight], 1024, self.config.timeout_ms).await.map(|_| ())
     }
 
     /// `PING`, for the detailed health view.

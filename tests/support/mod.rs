@@ -177,9 +177,10 @@ impl Default for World {
     }
 }
 
-/// Whether Redis holds no cache entry (health counters and marks aside).
+/// Whether Redis holds no cache entry (health counters and marks, and claims of calls in flight,
+/// aside).
 pub fn no_entries(w: &World) -> bool {
-    w.upstash.keys().iter().all(|k| k.contains(":health:"))
+    w.upstash.keys().iter().all(|k| k.contains(":health:") || k.contains(":flight:"))
 }
 
 pub fn body_with(content: &str) -> String {
