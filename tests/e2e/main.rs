@@ -15,6 +15,8 @@ mod cache;
 #[cfg(not(target_arch = "wasm32"))]
 mod client;
 #[cfg(not(target_arch = "wasm32"))]
+mod coalesce;
+#[cfg(not(target_arch = "wasm32"))]
 mod failopen;
 #[cfg(not(target_arch = "wasm32"))]
 mod input;

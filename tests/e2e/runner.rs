@@ -106,6 +106,7 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(crate::failopen::scenarios());
     all.extend(crate::upstream::scenarios());
     all.extend(crate::streams::scenarios());
+    all.extend(crate::coalesce::scenarios());
     all.extend(crate::input::scenarios());
     all.extend(crate::routing::scenarios());
     all.extend(crate::admin::scenarios());
