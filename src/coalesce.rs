@@ -33,9 +33,9 @@ pub struct Flights {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Pending,
-    /// A replayable answer, as the cache will store it.
+    /// The leader's answer, whether the cache stores it or not.
     Answer(Entry),
-    /// No answer that a follower may reuse (failed, not replayable, or the leader went away).
+    /// No answer (every target failed, a client error, or the leader went away).
     Nothing,
 }
 

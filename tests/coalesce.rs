@@ -259,3 +259,28 @@ fn a_request_arriving_while_the_answer_is_being_stored_is_served_from_memory() {
 fn world_with(extra: &[(&str, &str)]) -> World {
     World::with_config(config_with(extra))
 }
+
+#[test]
+fn an_answer_the_cache_does_not_store_is_still_shared_in_the_isolate() {
+    let w = World::new();
+    let b = w.another_isolate();
+    let cut = json!({"id": "chatcmpl-cut", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "cut sh"}, "finish_reason": "length"}]});
+    let calls = scripted(&w, UPSTREAM, vec![Scripted::Delay { ms: 1_000, then: Box::new(Scripted::json(200, &cut)) }]);
+    let body = ask("truncated", false);
+    let replies = at_once(
+        &w,
+        vec![
+            (&w, request(&body, "lead", &[])),
+            (&w, request(&body, "local", &[])),
+            (&b, request(&body, "remote", &[])),
+        ],
+    );
+    assert!(replies.iter().all(|r| r.status == 200));
+    assert_eq!(replies[1].header("x-coalesced"), Some("lead"));
+    assert_eq!(replies[1].json()["choices"][0]["finish_reason"], "length");
+    // Not stored, so the other isolate saw the claim go without an entry and called itself.
+    assert_eq!(replies[2].header("x-coalesced"), None);
+    assert_eq!(*calls.borrow(), 2);
+    assert!(w.host.logs().iter().any(|l| l.contains("store_skipped")), "the cut answer was not stored");
+}

@@ -53,15 +53,16 @@ impl<H: Host> Writes<H> {
     /// Stores a provider's answer, if it is worth replaying, in every tier it fits, after the
     /// response; says which. A skip is logged and counted here, once.
     pub fn keep(&self, key: CacheKey, answer: &Answer, provider: &str) -> Stored {
-        if let Err(reason) = replayable(&answer.body, self.store_truncated) {
-            self.publish(Outcome::Nothing);
-            self.skipped(reason, provider);
-            return Stored::default();
-        }
         let now = self.host.now_ms();
         // The entry shares the answer's bytes; the client is served from them too.
         let entry = Entry::new(now, self.fresh_ttl_s, self.stale_ttl_s, provider, &answer.model, answer.body.clone());
+        // Requests of this isolate waiting for the same call get the answer, stored or not: they
+        // asked the same question at the same time.
         self.publish(Outcome::Answer(entry.clone()));
+        if let Err(reason) = replayable(&answer.body, self.store_truncated) {
+            self.skipped(reason, provider);
+            return Stored::default();
+        }
         self.store(key, entry)
     }
 
