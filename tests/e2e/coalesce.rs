@@ -20,6 +20,11 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
+/// `x-coalesced`, when the answer has it.
+fn coalesced(r: &HttpResponse) -> Option<&str> {
+    r.header("x-coalesced")
+}
+
 /// The message of a JSON answer or of a complete stream.
 fn message(r: &HttpResponse) -> Value {
     if header(r, "content-type").starts_with("text/event-stream") {
@@ -55,19 +60,19 @@ fn burst(ctx: &Ctx) {
         handles.into_iter().map(|h| h.join().expect("request thread")).collect()
     });
     let calls = s.fake().calls(&m);
-    let coalesced = replies.iter().filter(|r| !header(r, "x-coalesced").is_empty()).count();
+    let shared = replies.iter().filter(|r| coalesced(r).is_some()).count();
     eprintln!(
-        "coalesce burst on {}: 20 identical misses, {calls} provider call(s), {coalesced} answered by another's call",
+        "coalesce burst on {}: 20 identical misses, {calls} provider call(s), {shared} answered by another's call",
         ctx.host.name()
     );
     assert_eq!(calls, 1, "one provider call for the burst");
-    assert_eq!(coalesced, 19);
+    assert_eq!(shared, 19);
     let first = message(&replies[0]);
     for (i, r) in replies.iter().enumerate() {
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
         assert_eq!(message(r), first, "request {i} got the same answer");
-        if !header(r, "x-coalesced").is_empty() {
-            assert!(header(r, "x-coalesced").starts_with("req-burst-"), "{}", header(r, "x-coalesced"));
+        if let Some(leader) = coalesced(r) {
+            assert!(leader.starts_with("req-burst-"), "{leader}");
             assert!(header(r, "cache-status").contains("collapsed"), "{}", header(r, "cache-status"));
             assert_eq!(header(r, "x-cache"), "MISS");
         }
@@ -99,7 +104,7 @@ fn two_hosts(ctx: &Ctx) {
     let (here, there) = (here.expect("this host answers"), there.expect("the peer answers"));
     assert_eq!((here.status, there.status), (200, 200), "{} / {}", here.text(), there.text());
     assert_eq!(s.fake().calls(&m), 1, "one provider call for both hosts");
-    assert_eq!(header(&here, "x-coalesced"), "");
-    assert_eq!(header(&there, "x-coalesced"), "req-here", "the peer shared this host's call");
+    assert_eq!(coalesced(&here), None);
+    assert_eq!(coalesced(&there), Some("req-here"), "the peer shared this host's call");
     assert_eq!(message(&there), message(&here));
 }
