@@ -141,7 +141,10 @@ async fn answer(
     if action.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(action.delay_ms)).await;
     }
-    let reply = FakeReply::new(decision.n, &call, unix_seconds());
+    let mut reply = FakeReply::new(decision.n, &call, unix_seconds());
+    if let Some(words) = action.words {
+        reply = reply.lengthened(words);
+    }
     match action.kind {
         ActionKind::Ok => success(format, &call, &reply, Duration::ZERO),
         ActionKind::SlowStream { chunk_delay_ms } => {

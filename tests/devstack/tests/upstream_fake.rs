@@ -263,6 +263,29 @@ fn slow_stream_flushes_each_event_as_it_is_produced() {
 }
 
 #[test]
+fn words_make_a_long_answer_to_a_short_prompt_in_both_modes() {
+    let upstream = spawn_upstream();
+    upstream.add_rule("marker-long", json!([{"kind": "ok", "words": 2000}]), true);
+    let whole = chat(&upstream, "marker-long", false).send().unwrap().json().unwrap();
+    let content = whole["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let n = reply_number(&content);
+    assert!(content.starts_with(&format!("fake reply #{n}: marker-long the cached answer")), "{content:.80}");
+    assert_eq!(content.split(' ').count(), 2000);
+    assert_eq!(whole["usage"]["completion_tokens"], 2000);
+
+    let data = sse_data(&chat(&upstream, "marker-long", true).send().unwrap().text());
+    let chunks = chunks(&data);
+    let streamed = streamed_text(&chunks);
+    assert_eq!(streamed.split(' ').count(), 2000);
+    assert_eq!(streamed.split_once(": ").unwrap().1, content.split_once(": ").unwrap().1);
+    // Still one event per word: a provider streaming a long answer.
+    assert_eq!(chunks.len(), 1 + 2000 + 1);
+    // Other calls are not lengthened.
+    let short = chat(&upstream, "marker-short", false).send().unwrap().json().unwrap();
+    assert_eq!(short["choices"][0]["message"]["content"].as_str().unwrap().split(' ').count(), 4);
+}
+
+#[test]
 fn ok_delay_holds_back_the_headers() {
     let upstream = spawn_upstream();
     upstream.add_rule("marker-delay", json!([{"kind": "ok", "delay_ms": 300}]), false);

@@ -123,6 +123,18 @@ impl FakeReply {
         FakeReply { n, created, content: format!("fake reply #{n}: {}", call.last_user_text) }
     }
 
+    /// The same reply lengthened to `words` words with filler words of a few lengths (a long
+    /// answer to a short prompt); a reply that already has that many is left as it is.
+    pub fn lengthened(mut self, words: usize) -> FakeReply {
+        const FILLER: [&str; 8] = ["the", "cached", "answer", "streams", "back", "in", "small", "pieces."];
+        let have = self.content.split_whitespace().count();
+        for i in 0..words.saturating_sub(have) {
+            self.content.push(' ');
+            self.content.push_str(FILLER[i % FILLER.len()]);
+        }
+        self
+    }
+
     /// The content split into words, each keeping its trailing space, so that the pieces
     /// concatenate back to the exact content.
     pub fn pieces(&self) -> Vec<&str> {

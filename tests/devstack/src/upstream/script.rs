@@ -33,19 +33,23 @@ pub enum ActionKind {
 pub struct Action {
     pub kind: ActionKind,
     pub delay_ms: u64,
+    /// Lengthen the reply's text to this many words (filler words after the usual text), for
+    /// long answers; `None`: the usual `fake reply #<n>: <last user text>`.
+    pub words: Option<usize>,
     /// The only API key this call accepts; any other (or none) gets the endpoint's
     /// invalid-key error instead of `kind`. `None`: any key the endpoint accepts.
     pub api_key: Option<String>,
 }
 
 impl Action {
-    pub const OK: Action = Action { kind: ActionKind::Ok, delay_ms: 0, api_key: None };
+    pub const OK: Action = Action { kind: ActionKind::Ok, delay_ms: 0, words: None, api_key: None };
 
     /// Parses `{"kind":"ok","delay_ms":N}`, `{"kind":"status","status":500,
     /// "retry_after":"2","retry_after_ms":"1500","body":"...","headers":{...}}`,
     /// `{"kind":"malformed"}`, `{"kind":"cut_stream","after_chunks":N}`,
     /// `{"kind":"stall_stream","after_chunks":N}` or `{"kind":"slow_stream","chunk_delay_ms":N}`;
-    /// any of them may add `"api_key":"K"`.
+    /// any of them may add `"api_key":"K"`, and `"words":N` (a reply text of N words: a long
+    /// answer without a long prompt).
     pub fn from_json(value: &Value) -> Result<Action, String> {
         let object = value.as_object().ok_or_else(|| format!("an action must be a JSON object, got {value}"))?;
         let kind = object
@@ -110,9 +114,20 @@ impl Action {
                 ))
             }
         };
-        Ok(Action { kind, delay_ms, api_key: text("api_key")? })
+        let words = number("words")?
+            .map(|n| {
+                usize::try_from(n)
+                    .ok()
+                    .filter(|n| *n <= MAX_WORDS)
+                    .ok_or(format!("\"words\" must be at most {MAX_WORDS}"))
+            })
+            .transpose()?;
+        Ok(Action { kind, delay_ms, words, api_key: text("api_key")? })
     }
 }
+
+/// The longest reply text an action may ask for, in words (about 1.5 MB of OpenAI stream).
+pub const MAX_WORDS: usize = 100_000;
 
 /// A rule: calls whose raw body or path contains `matcher` take the rule's next action.
 #[derive(Debug, Clone)]
@@ -277,12 +292,15 @@ mod tests {
         assert_eq!(stall.kind, ActionKind::StallStream { after_chunks: 2 });
         let keyed = Action::from_json(&json!({"kind":"malformed","api_key":"k1"})).unwrap();
         assert_eq!((keyed.kind, keyed.api_key.as_deref()), (ActionKind::Malformed, Some("k1")));
+        assert_eq!(Action::from_json(&json!({"kind":"ok","words":2000})).unwrap().words, Some(2000));
+        assert!(Action::from_json(&json!({"kind":"ok","words":-1})).is_err());
+        assert!(Action::from_json(&json!({"kind":"ok","words":MAX_WORDS + 1})).is_err());
     }
 
     #[test]
     fn rules_hand_out_actions_in_order_then_fall_back() {
         let mut s = Script::default();
-        let malformed = Action { kind: ActionKind::Malformed, delay_ms: 0, api_key: None };
+        let malformed = Action { kind: ActionKind::Malformed, delay_ms: 0, words: None, api_key: None };
         s.add_rule("m1".into(), vec![malformed.clone()], false);
         s.add_rule("m2".into(), vec![malformed.clone()], true);
         assert_eq!(s.on_call("/", None, None, None, "x m1").action, malformed);
