@@ -6,6 +6,11 @@
 //! component, its own key-value directory, and a log file holding the component's stderr (its
 //! JSON log lines). Process handling is `process::ServerProcess`'s. Must not: build the component
 //! or the host (the scripts do).
+//!
+//! For measurements that compare builds or host settings (the bench), two variables change what
+//! runs: `DEVSTACK_SPIN_COMPONENT` (a component other than the built one) and
+//! `DEVSTACK_SPIN_HOST_ARGS` (extra `spin-host up` arguments, split on spaces, e.g.
+//! `--tcp-nodelay`). Tests never set them.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -16,6 +21,10 @@ use crate::process::{run_tool, unique_dir, ProcessError, ServerProcess};
 use crate::worker::repo_root;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Runs this component instead of the built one.
+pub const COMPONENT_VAR: &str = "DEVSTACK_SPIN_COMPONENT";
+/// Extra arguments of `spin-host up`.
+pub const HOST_ARGS_VAR: &str = "DEVSTACK_SPIN_HOST_ARGS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpinError {
@@ -35,7 +44,8 @@ impl SpinProcess {
     /// key-value store (tier 1 then fails, as a misconfigured deployment would).
     pub fn start(vars: &[(String, String)], port: u16, kv: bool) -> Result<SpinProcess, SpinError> {
         let root = repo_root();
-        let component = root.join("target/wasm32-wasip2/spin/llm_edge_cache.wasm");
+        let component = std::env::var_os(COMPONENT_VAR)
+            .map_or_else(|| root.join("target/wasm32-wasip2/spin/llm_edge_cache.wasm"), PathBuf::from);
         if !component.exists() {
             return Err(SpinError::NotBuilt(
                 component,
@@ -57,7 +67,8 @@ impl SpinProcess {
                 .arg(&manifest)
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .arg("--kv-dir")
-                .arg(dir.join("kv"));
+                .arg(dir.join("kv"))
+                .args(std::env::var(HOST_ARGS_VAR).unwrap_or_default().split_whitespace());
             cmd
         };
         let server = ServerProcess::spawn("spin-host", port, make, dir.clone(), "spin.log", READY_TIMEOUT)?;
