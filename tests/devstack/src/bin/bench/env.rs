@@ -20,6 +20,8 @@ pub struct Environment {
     pub date: String,
     pub commit: String,
     pub command: String,
+    /// The dev stack's Spin overrides (`devstack::spin`), when set: what else ran on Spin.
+    pub spin_overrides: Vec<String>,
 }
 
 impl Environment {
@@ -60,6 +62,10 @@ impl Environment {
             date: run(&["date", "-u", "+%Y-%m-%d %H:%M:%S UTC"]),
             commit: run(&["git", "-C", &root.display().to_string(), "rev-parse", "--short", "HEAD"]),
             command,
+            spin_overrides: [devstack::spin::COMPONENT_VAR, devstack::spin::HOST_ARGS_VAR]
+                .into_iter()
+                .filter_map(|var| std::env::var(var).ok().map(|value| format!("{var}={value}")))
+                .collect(),
         }
     }
 }

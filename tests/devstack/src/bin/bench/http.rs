@@ -4,7 +4,9 @@
 //! It stays hand-written although devstack's other HTTP client is hyper's: on the same loopback
 //! requests (`client_overhead` below, a 50 us round trip), hyper's bare HTTP/1 connection, the
 //! least any hyper-based client does, adds 8 to 9 us at p50 and hyper-util's pooled client 12 to
-//! 16 us, a constant the bench would add to every sample it times.
+//! 16 us, a constant the bench would add to every sample it times. Each exchange is timed from
+//! the request's write to the first byte of the status line (time to first byte), to the first
+//! byte of the body, and to the last byte (`Timed`).
 //!
 //! Must not: follow redirects, decode anything but `content-length` and chunked bodies, or talk
 //! to anything but 127.0.0.1.
@@ -20,6 +22,18 @@ use devstack::stack::KEY_A;
 use crate::probe::Probe;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The times of one exchange, in milliseconds from the moment the request was written.
+#[derive(Debug, Clone, Copy)]
+pub struct Timed {
+    /// Until the answer's last byte was read.
+    pub wall_ms: f64,
+    /// Until the first byte of the status line arrived (time to first byte).
+    pub ttfb_ms: f64,
+    /// Until the first byte of the body was readable (for a chunked body, its first chunk's
+    /// size line); the end for an empty body.
+    pub first_data_ms: f64,
+}
 
 /// A response read off a keep-alive connection.
 pub struct Response {
@@ -51,26 +65,23 @@ impl KeepAlive {
         KeepAlive { port, conn: None, reconnects: 0 }
     }
 
-    /// Sends `probe` and reads the whole answer; returns the wall time in milliseconds. A reused
-    /// connection the server closed in the meantime is reopened once, and only the attempt that
-    /// succeeded is timed.
-    pub fn timed(&mut self, probe: &Probe) -> anyhow::Result<(f64, Response)> {
+    /// Sends `probe` and reads the whole answer, timing it (see [`Timed`]). A reused connection
+    /// the server closed in the meantime is reopened once, and only the attempt that succeeded
+    /// is timed.
+    pub fn timed(&mut self, probe: &Probe) -> anyhow::Result<(Timed, Response)> {
         let reused = self.conn.is_some();
-        let start = Instant::now();
         match self.exchange(probe) {
-            Ok(response) => Ok((start.elapsed().as_secs_f64() * 1000.0, response)),
+            Ok(answer) => Ok(answer),
             Err(e) if reused => {
                 self.conn = None;
                 self.reconnects += 1;
-                let start = Instant::now();
-                let response = self.exchange(probe).with_context(|| format!("after a reconnect (first error: {e})"))?;
-                Ok((start.elapsed().as_secs_f64() * 1000.0, response))
+                self.exchange(probe).with_context(|| format!("after a reconnect (first error: {e})"))
             }
             Err(e) => Err(e),
         }
     }
 
-    fn exchange(&mut self, probe: &Probe) -> anyhow::Result<Response> {
+    fn exchange(&mut self, probe: &Probe) -> anyhow::Result<(Timed, Response)> {
         if self.conn.is_none() {
             let stream = TcpStream::connect(("127.0.0.1", self.port))?;
             stream.set_nodelay(true)?;
@@ -93,17 +104,34 @@ impl KeepAlive {
         request.push_str("\r\n");
         let mut bytes = request.into_bytes();
         bytes.extend_from_slice(&probe.body);
+        let start = Instant::now();
         conn.get_mut().write_all(&bytes)?;
-        let response = read_response(conn)?;
+        let (marks, response) = read_response(conn)?;
         let close = response.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         if close {
             self.conn = None;
         }
-        Ok(response)
+        let ms = |at: Instant| at.duration_since(start).as_secs_f64() * 1000.0;
+        let timed =
+            Timed { wall_ms: ms(marks.end), ttfb_ms: ms(marks.first_byte), first_data_ms: ms(marks.first_data) };
+        Ok((timed, response))
     }
 }
 
-fn read_response(conn: &mut BufReader<TcpStream>) -> anyhow::Result<Response> {
+/// When the parts of one answer arrived.
+struct Marks {
+    first_byte: Instant,
+    first_data: Instant,
+    end: Instant,
+}
+
+fn read_response(conn: &mut BufReader<TcpStream>) -> anyhow::Result<(Marks, Response)> {
+    // Blocks until the first bytes of the answer are here (or were already buffered, which a
+    // keep-alive exchange never leaves: every answer is read to its end).
+    if conn.fill_buf()?.is_empty() {
+        bail!("connection closed");
+    }
+    let first_byte = Instant::now();
     let status_line = read_line(conn)?;
     let status = status_line
         .split(' ')
@@ -120,10 +148,12 @@ fn read_response(conn: &mut BufReader<TcpStream>) -> anyhow::Result<Response> {
         headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
     }
     let mut response = Response { status, headers, body: Vec::new() };
+    let mut first_data = None;
     let chunked = response.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     if chunked {
         loop {
             let size_line = read_line(conn)?;
+            first_data.get_or_insert_with(Instant::now);
             let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
                 .map_err(|_| anyhow!("bad chunk size {size_line:?}"))?;
             if size == 0 {
@@ -139,11 +169,16 @@ fn read_response(conn: &mut BufReader<TcpStream>) -> anyhow::Result<Response> {
     } else if let Some(length) = response.header("content-length") {
         let length: usize = length.parse().map_err(|_| anyhow!("bad content-length {length:?}"))?;
         response.body.resize(length, 0);
+        if length > 0 {
+            conn.fill_buf()?;
+            first_data = Some(Instant::now());
+        }
         conn.read_exact(&mut response.body)?;
     } else if status != 204 && status != 304 {
         bail!("a response without content-length or chunked encoding cannot be kept alive");
     }
-    Ok(response)
+    let end = Instant::now();
+    Ok((Marks { first_byte, first_data: first_data.unwrap_or(end), end }, response))
 }
 
 fn read_line(conn: &mut BufReader<TcpStream>) -> anyhow::Result<String> {

@@ -1,6 +1,7 @@
 //! The results as text: a terminal summary and the markdown of BENCH_RESULTS.md (machine and
-//! run details, what each series measures, latency and difference tables per host, the
-//! gateway's own `Server-Timing` view, and the wasm sizes).
+//! run details, what each series measures, latency and difference tables per host, the streams
+//! table (time to first byte next to wall time), the gateway's own `Server-Timing` view, and the
+//! wasm sizes).
 //!
 //! Formatting only: nothing here measures or decides what is measured.
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use crate::env::Environment;
 use crate::stats::Series;
 use crate::wasm::WasmSizes;
-use crate::{host_label, Results, Settings};
+use crate::{host_label, PhaseName, Results, Settings};
 
 pub struct Report<'a> {
     pub results: &'a Results,
@@ -50,6 +51,29 @@ impl Report<'_> {
     }
 
     /// Mean of each `Server-Timing` metric per series; `-` where the gateway did not send it.
+    /// The streams phase: time to first byte, to the first body byte, and wall time, then the
+    /// differences of both.
+    fn stream_table(&self) -> String {
+        let mut t = String::from(
+            "| host | series | n | TTFB p50 | TTFB p99 | first body byte p50 | wall p50 | wall p99 |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for s in self.results.streams.iter().map(|&i| &self.results.series[i]) {
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                s.host, s.name, s.n, s.ttfb[0], s.ttfb[1], s.first_data[0], s.p50, s.p99
+            );
+        }
+        t.push_str("\n| host | difference | TTFB at p50 | TTFB at p99 | wall at p50 | wall at p99 |\n|---|---|---:|---:|---:|---:|\n");
+        for d in &self.results.stream_diffs {
+            let (t50, t99) = d.ttfb_values(&self.results.series);
+            let (w50, w99) = d.values(&self.results.series);
+            let _ = writeln!(t, "| {} | {} | {t50:+.3} | {t99:+.3} | {w50:+.3} | {w99:+.3} |", d.host, d.name);
+        }
+        t
+    }
+
     fn server_timing_table(&self) -> String {
         let metrics = ["kv", "redis", "origin", "total"];
         let mut t = String::from("| host | series | kv | redis | origin | total |\n|---|---|---:|---:|---:|---:|\n");
@@ -78,6 +102,15 @@ impl Report<'_> {
         self.settings.hosts.iter().map(|h| host_label(*h)).collect::<Vec<_>>().join(" and ")
     }
 
+    fn phases(&self) -> String {
+        let names: Vec<String> = self.settings.phases.iter().map(|p| format!("{p:?}").to_lowercase()).collect();
+        names.join(", ")
+    }
+
+    fn runs_streams(&self) -> bool {
+        self.settings.runs(PhaseName::Streams)
+    }
+
     fn machine(&self) -> Vec<(&'static str, String)> {
         let e = self.env;
         vec![
@@ -89,18 +122,29 @@ impl Report<'_> {
                 "runtimes",
                 format!(
                     "Cloudflare: wrangler {} (workerd {}), node {}; Spin: the Spin-compatible test host \
-                     (`target/release/spin-host`, wasmtime {})",
-                    e.wrangler, e.workerd, e.node, e.wasmtime
+                     (`target/release/spin-host`, wasmtime {}){}",
+                    e.wrangler,
+                    e.workerd,
+                    e.node,
+                    e.wasmtime,
+                    if e.spin_overrides.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", run with `{}`", e.spin_overrides.join(" "))
+                    }
                 ),
             ),
             (
                 "run",
                 format!(
-                    "hosts {}; concurrency 1, {} warm-up rounds + {} samples per series{}, HTTP/1.1 keep-alive \
-                     ({} reconnects), measured in {:.1} s",
+                    "hosts {}; phases {}; concurrency 1, {} warm-up rounds + {} samples per series ({} + {} in the \
+                     streams phase){}, HTTP/1.1 keep-alive ({} reconnects), measured in {:.1} s",
                     self.hosts(),
+                    self.phases(),
                     self.settings.warmup,
                     self.settings.requests,
+                    self.settings.stream_warmup,
+                    self.settings.stream_requests,
                     if self.results.truncated { " (a phase was stopped early by its time budget: see n)" } else { "" },
                     self.results.reconnects,
                     self.measured_in.as_secs_f64()
@@ -124,6 +168,9 @@ impl Report<'_> {
         }
         let _ = writeln!(t, "\nlatency in ms (client wall time per request)\n{}", self.latency_table());
         let _ = writeln!(t, "{}", self.diff_table());
+        if self.runs_streams() {
+            let _ = writeln!(t, "streams, ms from the request's write\n{}", self.stream_table());
+        }
         let _ = writeln!(t, "Server-Timing means (the gateway's own clock, ms)\n{}", self.server_timing_table());
         let _ = writeln!(t, "wasm\n{}", self.wasm_table());
         t
@@ -143,14 +190,14 @@ impl Report<'_> {
             m,
             "\n## What is measured\n\n\
              Client wall time of one request at a time (concurrency 1) over kept-alive HTTP/1.1 connections on \
-             loopback, each answer checked (status and headers, see below) outside the timed part. The same \
-             three phases run on each host, on stacks started for the run (each a redis-server, devstack's Upstash \
+             loopback, each answer checked (status and headers, see below) outside the timed part. The phases \
+             on the run line run on each host, on stacks started for the run (each a redis-server, devstack's Upstash \
              REST endpoint and fake upstream, and the gateway), each phase interleaving its series round by round with the order \
-             rotating every round, so drift, GC and CPU contention affect them alike. Each series has {} \
+             rotating every round (shuffled in the streams phase), so drift, GC and CPU contention affect them alike. Each series has {} \
              samples after {} unrecorded warm-up rounds (the default is 1500, down from 2000 before both \
              hosts and the fallback phase were measured, to keep the run short); a phase stops early after {} s per series it \
              interleaves (the run line above says whether that happened), which bounds the whole run to under \
-             four minutes.\n\n\
+             nine minutes.\n\n\
              - **Cloudflare**: the worker from `build/` in workerd under `wrangler dev`, which puts a local \
              proxy (node) in front of workerd.\n\
              - **Spin**: the Spin component from `target/wasm32-wasip2/spin/` in the Spin-compatible test host \
@@ -191,7 +238,7 @@ impl Report<'_> {
              ### Why a floor\n\n\
              Absolute numbers on this machine say little about latency in production: on Cloudflare, \
              `wrangler dev`'s local proxy dominates them (a request that does almost nothing costs several \
-             milliseconds); on Spin, the test host instantiates the component for every request. Only the \
+             milliseconds); on Spin, the test host's own HTTP server and wasmtime are in every number. Only the \
              difference between a series and its counterpart measured in the same run on the same host is the \
              cost of what differs. A difference near zero means that cost is within the noise.\n\n\
              ## Latency (milliseconds)\n\n",
@@ -202,6 +249,9 @@ impl Report<'_> {
         m.push_str(&self.latency_table());
         m.push('\n');
         m.push_str(&self.diff_table());
+        if self.runs_streams() {
+            m.push_str(&self.streams_section());
+        }
         m.push_str(
             "\n### The gateway's own view\n\n\
              Means of the `Server-Timing` metrics the gateway sends (ms, whole milliseconds per request); `-` \
@@ -219,6 +269,43 @@ impl Report<'_> {
              `cargo build --target wasm32-wasip2 --profile spin` (release with `strip = true`; wasm-opt does not \
              read components). Workers limits apply to the compressed size.\n",
         );
+        m
+    }
+}
+
+impl Report<'_> {
+    fn streams_section(&self) -> String {
+        let mut m = format!(
+            "\n## Streams: time to first byte (milliseconds)\n\n\
+             Phase 4, on stack S per host (edge KV, no Upstash), eight series interleaved round by round, {} \
+             samples each after {} warm-up rounds, stopped after {} s at most. Times run from the request's \
+             write: **TTFB** to the first byte of the status line, **first body byte** to the first byte of \
+             the body (for a chunked body its first chunk), **wall** to the last byte. Every answer is checked \
+             outside the timed part: status, `x-cache` and `x-cache-tier`, `text/event-stream`, whole `data:` \
+             events ending with `data: [DONE]` and no error event, and the text.\n\n\
+             - **whole hit / streamed hit**: one request, answered from one tier-1 entry as JSON or replayed \
+             as an OpenAI stream (the cache key ignores `stream`); the text must be the seeded answer's. \
+             **long**: the fake upstream answered that prompt with {} words (its `words` action), about \
+             12 KB as JSON and about 200 KB as a replayed stream.\n\
+             - **streamed miss via the gateway**: `stream: true` with `cache-control: no-store`: no cache read \
+             or write, one provider call each (counted at the fake upstream), relayed event by event as it \
+             arrives (the fake upstream sends one event per word).\n\
+             - **streamed call direct to the fake upstream**: the same request sent to the fake upstream itself \
+             over its own kept-alive connection: the floor. The difference is what the gateway adds to the \
+             first byte (and to the whole stream). The fake upstream renders a whole stream before its first \
+             byte (a few milliseconds for the long one), which the direct and the gateway series pay alike; on \
+             Cloudflare the difference also holds `wrangler dev`'s local proxy (see the floor of phase 1).\n\n\
+             The order of the eight is shuffled every round, so that no series always follows the same one (a \
+             long stream leaves work behind in the host and in the fake upstream). On Spin, whose server does \
+             not set `TCP_NODELAY` (nor does the test host), a stream goes out in several writes and the last \
+             ones can wait for the client's delayed ACK (up to about 40 ms): that shows in the wall p99 of \
+             streams, not in their time to first byte.\n\n",
+            self.settings.stream_requests,
+            self.settings.stream_warmup,
+            crate::streams::BUDGET.as_secs(),
+            crate::streams::LONG_WORDS,
+        );
+        m.push_str(&self.stream_table());
         m
     }
 }

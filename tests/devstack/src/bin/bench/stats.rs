@@ -1,6 +1,7 @@
 //! Samples and their summaries: the raw per-request times of one series, the summary the report
-//! prints (nearest-rank percentiles, max, mean, and the mean of each `Server-Timing` metric),
-//! and the differences between two series of the same run.
+//! prints (nearest-rank percentiles of wall time, time to first byte and time to first body
+//! byte, max, mean, and the mean of each `Server-Timing` metric), and the differences between two
+//! series of the same run.
 //!
 //! Pure arithmetic: nothing here measures, prints or touches the network.
 
@@ -11,6 +12,10 @@ use std::collections::BTreeMap;
 pub struct Samples {
     /// Client wall time per request, in milliseconds.
     pub wall_ms: Vec<f64>,
+    /// Time to the first byte of the status line, per request (ms).
+    pub ttfb_ms: Vec<f64>,
+    /// Time to the first byte of the body, per request (ms).
+    pub first_data_ms: Vec<f64>,
     /// Each `Server-Timing` metric (`kv`, `redis`, `origin`, `total`) per request: the gateway's
     /// own view.
     pub server_timing: BTreeMap<String, Vec<f64>>,
@@ -27,6 +32,10 @@ pub struct Series {
     pub p99: f64,
     pub max: f64,
     pub mean: f64,
+    /// Time to first byte (status line): p50 and p99.
+    pub ttfb: [f64; 2],
+    /// Time to the first byte of the body: p50 and p99.
+    pub first_data: [f64; 2],
     /// Mean of each `Server-Timing` metric (whole milliseconds each, so only the mean says much).
     pub server_timing: BTreeMap<String, f64>,
 }
@@ -38,8 +47,8 @@ impl Series {
             .iter()
             .map(|(metric, values)| (metric.clone(), values.iter().sum::<f64>() / values.len().max(1) as f64))
             .collect();
-        let mut sorted = samples.wall_ms.clone();
-        sorted.sort_by(f64::total_cmp);
+        let sorted = sorted(&samples.wall_ms);
+        let (ttfb, first_data) = (sorted_pair(&samples.ttfb_ms), sorted_pair(&samples.first_data_ms));
         let n = sorted.len();
         let mean = if n == 0 { f64::NAN } else { sorted.iter().sum::<f64>() / n as f64 };
         Series {
@@ -51,9 +60,23 @@ impl Series {
             p99: percentile(&sorted, 99.0),
             max: sorted.last().copied().unwrap_or(f64::NAN),
             mean,
+            ttfb,
+            first_data,
             server_timing,
         }
     }
+}
+
+fn sorted(values: &[f64]) -> Vec<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted
+}
+
+/// p50 and p99 of unsorted samples.
+fn sorted_pair(values: &[f64]) -> [f64; 2] {
+    let sorted = sorted(values);
+    [percentile(&sorted, 50.0), percentile(&sorted, 99.0)]
 }
 
 /// One series minus another of the same run and host (indices into the run's series).
@@ -65,10 +88,16 @@ pub struct Diff {
 }
 
 impl Diff {
-    /// (at p50, at p99) in milliseconds.
+    /// Of wall time: (at p50, at p99) in milliseconds.
     pub fn values(&self, series: &[Series]) -> (f64, f64) {
         let (a, b) = (&series[self.minuend], &series[self.subtrahend]);
         (a.p50 - b.p50, a.p99 - b.p99)
+    }
+
+    /// Of time to first byte: (at p50, at p99) in milliseconds.
+    pub fn ttfb_values(&self, series: &[Series]) -> (f64, f64) {
+        let (a, b) = (&series[self.minuend], &series[self.subtrahend]);
+        (a.ttfb[0] - b.ttfb[0], a.ttfb[1] - b.ttfb[1])
     }
 }
 
