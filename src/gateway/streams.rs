@@ -15,7 +15,8 @@
 //!   store nothing.
 //!
 //! From the cache (`replayed`): a stored completion replayed as an OpenAI stream, in batches of
-//! whole events.
+//! whole events: the first event alone, so that it leaves with the response head at once, then
+//! batches that grow to `REPLAY_BATCH_BYTES`.
 //!
 //! A request that leads a single flight (`coalesce`) hands every chunk its client gets to the
 //! flight as well, for the followers that read along.
@@ -42,8 +43,11 @@ use crate::providers::{self};
 use crate::routing::breaker::BreakerConfig;
 use crate::routing::table::Target;
 
-/// About how many bytes of replayed events go out together.
+/// About how many bytes of replayed events go out together, at most.
 const REPLAY_BATCH_BYTES: usize = 16 << 10;
+/// The bound of the second batch of a replay (after the first event alone); each later batch
+/// doubles it, up to `REPLAY_BATCH_BYTES`, so that the events after the first follow it soon too.
+const REPLAY_SECOND_BATCH_BYTES: usize = 1 << 10;
 
 /// A provider stream that has started: what was read before its first content event (for the
 /// client, in order), the rest of the provider's body, and the relay carrying it.
@@ -260,14 +264,53 @@ pub fn error_event(error: &UpstreamError) -> Bytes {
     event.freeze()
 }
 
-/// A stored completion's replay, a batch of whole events at a time.
+/// A stored completion's replay, a batch of whole events at a time: the first event alone, then
+/// batches whose bound doubles from `REPLAY_SECOND_BATCH_BYTES` to `REPLAY_BATCH_BYTES` (a
+/// bigger event goes alone).
 pub(super) fn replayed(replay: Replay) -> BodyStream {
     let mut replay = replay.peekable();
+    let mut bound = 0;
     Box::pin(stream::iter(std::iter::from_fn(move || {
         let mut batch = BytesMut::new();
-        while let Some(frame) = replay.next_if(|f| batch.is_empty() || batch.len() + f.len() <= REPLAY_BATCH_BYTES) {
+        while let Some(frame) = replay.next_if(|f| batch.is_empty() || batch.len() + f.len() <= bound) {
             batch.extend_from_slice(&frame);
         }
+        bound = (bound * 2).clamp(REPLAY_SECOND_BATCH_BYTES, REPLAY_BATCH_BYTES);
         (!batch.is_empty()).then(|| Ok::<Bytes, BodyError>(batch.freeze()))
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt as _;
+    use serde_json::json;
+
+    use super::*;
+    use crate::providers::replay::replay;
+
+    #[test]
+    fn a_replay_sends_its_first_event_alone_then_growing_batches_of_whole_events() {
+        let text = "word ".repeat(20_000);
+        let completion = json!({"id": "c", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]});
+        let body = completion.to_string();
+        let frames: Vec<Bytes> = replay(body.as_bytes(), false).unwrap().collect();
+        let batches: Vec<Bytes> =
+            replayed(replay(body.as_bytes(), false).unwrap()).map(Result::unwrap).collect().now_or_never().unwrap();
+        assert_eq!(batches[0], frames[0], "the first event goes alone");
+        assert_eq!(batches.concat(), frames.concat());
+        assert!(batches[1].len() <= REPLAY_SECOND_BATCH_BYTES);
+        assert!(batches.iter().all(|b| b.len() <= REPLAY_BATCH_BYTES && b.ends_with(b"\n\n")));
+        assert!(batches[batches.len() / 2].len() > REPLAY_BATCH_BYTES / 2, "batches grow to the bound");
+        // Every batch is whole events.
+        let mut at = 0;
+        for batch in &batches {
+            let mut len = 0;
+            while len < batch.len() {
+                len += frames[at].len();
+                at += 1;
+            }
+            assert_eq!(len, batch.len());
+        }
+    }
 }
