@@ -8,10 +8,12 @@
 //! value into a problem: problems name variables and fields only.
 
 mod keys;
+pub mod tenants;
 
 use std::fmt;
 
 pub use keys::KeyRing;
+pub use tenants::{MaxTokensPolicy, TenantPolicy, Tenants};
 
 use crate::ports::Vars;
 use crate::routing::backoff::RetryPolicy;
@@ -124,6 +126,10 @@ pub struct Config {
     pub generation: String,
     /// Whether an answer cut short by `max_tokens` (`finish_reason: length`) may be stored.
     pub store_truncated: bool,
+    /// Each tenant's guard rails (`TENANTS`).
+    pub tenant_policies: Tenants,
+    /// Target ids taken out of rotation at deploy time (`DISABLED_TARGETS`).
+    pub disabled_targets: Vec<String>,
 }
 
 /// The configuration could serve nothing: every problem found, each naming the variable (never
@@ -190,6 +196,8 @@ pub const VARIABLES: &[&str] = &[
     "CACHE_GENERATION",
     "DEPLOYMENT_PREFIX",
     "CACHE_TRUNCATED_ANSWERS",
+    "TENANTS",
+    "DISABLED_TARGETS",
 ];
 
 impl Config {
@@ -247,6 +255,19 @@ impl Config {
             max_response_bytes: r.number("MAX_RESPONSE_BYTES", 8 << 20, 1024, 64 << 20) as usize,
         };
         let upstash = r.upstash();
+        let tenant_policies = match r.string("TENANTS") {
+            Some(raw) => Tenants::parse(&raw, |name| tenants.has_name(name), &mut r.problems),
+            None => Tenants::default(),
+        };
+        if tenant_policies.any_rate_limits() && upstash.is_none() {
+            r.problem("TENANTS sets rate limits, which are kept in Redis: without a usable UPSTASH_REDIS_REST_URL and token they are not checked (fail_closed tenants are refused)");
+        }
+        let disabled_targets = r.list("DISABLED_TARGETS");
+        let known: Vec<&str> = routes.all_targets().iter().map(|t| t.id.as_str()).collect();
+        let unknown = disabled_targets.iter().filter(|id| !known.contains(&id.as_str())).count();
+        if unknown > 0 {
+            r.problem(format!("DISABLED_TARGETS: {unknown} id(s) name no target of ROUTES"));
+        }
         let listed = r.list("MODELS");
         let models = if listed.is_empty() { routes.models().map(str::to_owned).collect() } else { listed };
         let config = Config {
@@ -270,6 +291,8 @@ impl Config {
             models,
             generation: r.generation("CACHE_GENERATION"),
             store_truncated: r.boolean("CACHE_TRUNCATED_ANSWERS", false),
+            tenant_policies,
+            disabled_targets,
         };
         if fatal.is_empty() {
             Ok(Config { problems: r.problems, ..config })
