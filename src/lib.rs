@@ -7,6 +7,7 @@ pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod limits;
 pub mod ports;
 pub mod providers;
 pub mod routing;

@@ -186,6 +186,9 @@ pub trait Memory {
     /// The provider calls in flight in this instance, for single flight (`coalesce`).
     fn flights(&self) -> &Flights;
 
+    /// Tenants refused until a time, and targets switched off (`limits::memory`).
+    fn limits(&self) -> &crate::limits::memory::LimitMemory;
+
     /// Whether this memory serves later requests too (a Workers isolate, a reused Spin instance)
     /// or starts empty for each one (a host that never reuses an instance: the in-memory test
     /// host models it). Without it, health comes from Redis before every routing; with it, before

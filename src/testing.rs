@@ -85,6 +85,7 @@ pub struct MemHost {
     /// This isolate's memory (the `Memory` port).
     health: Rc<crate::routing::health::Health>,
     flights: crate::coalesce::Flights,
+    limits: Rc<crate::limits::memory::LimitMemory>,
 }
 
 pub const WORKERS_KV_LIMITS: KvLimits =
@@ -101,7 +102,12 @@ impl MemHost {
     /// A second isolate in the same world: the same clock, KV, routes, requests log and
     /// background queue, and a memory of its own (what another isolate or instance knows).
     pub fn another_isolate(&self) -> MemHost {
-        MemHost { state: self.state.clone(), health: Rc::default(), flights: Default::default() }
+        MemHost {
+            state: self.state.clone(),
+            health: Rc::default(),
+            flights: Default::default(),
+            limits: Rc::default(),
+        }
     }
 
     pub fn advance(&self, ms: u64) {
@@ -367,6 +373,10 @@ impl crate::ports::Memory for MemHost {
         &self.flights
     }
 
+    fn limits(&self) -> &crate::limits::memory::LimitMemory {
+        &self.limits
+    }
+
     fn lasts_between_requests(&self) -> bool {
         !self.state.memory_is_fleeting.get()
     }
@@ -382,6 +392,7 @@ impl MemHost {
     /// What a new instance starts with: no knowledge of any target.
     pub fn forget_memory(&self) {
         self.health.clear();
+        self.limits.clear();
     }
 }
 

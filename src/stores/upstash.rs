@@ -74,6 +74,31 @@ impl<'a> Upstash<'a> {
         }
     }
 
+    /// Runs one command within `timeout_ms`: its `result`, or Redis's own error message (a
+    /// command Redis refused, e.g. `NOSCRIPT`), which the caller may act on.
+    pub async fn try_command<H: Http + Clock>(
+        &self,
+        host: &H,
+        op: &'static str,
+        args: &[&str],
+        reply_limit: usize,
+        timeout_ms: u64,
+    ) -> Result<Result<Value, String>, StoreError> {
+        let body = serde_json::to_vec(args).map_err(|e| err(op, StoreErrorKind::Protocol(e.to_string())))?;
+        let (status, reply) = self.call(host, op, "", Bytes::from(body), reply_limit, timeout_ms).await?;
+        match reply {
+            Value::Object(mut map) if status.is_success() => match map.remove("result") {
+                Some(v) => Ok(Ok(v)),
+                None => Err(err(op, StoreErrorKind::Protocol("reply has no result".into()))),
+            },
+            Value::Object(map) if status.is_client_error() && status.as_u16() != 401 => match map.get("error") {
+                Some(Value::String(message)) => Ok(Err(message.clone())),
+                _ => Err(failed(op, status, Value::Object(map))),
+            },
+            other => Err(failed(op, status, other)),
+        }
+    }
+
     /// Runs `commands` in one round trip within `timeout_ms`: each command's `result`, or its
     /// error message, in order.
     pub async fn pipeline<H: Http + Clock>(

@@ -4,6 +4,12 @@
 //! Redis 7.0 documents it, errors included, for the options the gateway uses (and their
 //! siblings): GET, MGET, SET (NX/XX/GET/PX/EX), DEL, EXISTS, INCR, INCRBY, PEXPIRE (NX/XX/GT/LT), PTTL,
 //! ZADD (NX/XX/GT/LT/CH), ZSCORE, ZMSCORE, PING. Switchable off to model an outage.
+//!
+//! Scripts: `EVAL`, `EVALSHA` and `SCRIPT LOAD` run exactly one script, the gateway's
+//! sliding-window check (`stores::redis::WINDOW_SCRIPT`, recognised by its text or its SHA-1),
+//! whose semantics are modelled here in Rust; any other script is refused. As in Redis, the
+//! script cache starts empty (and `flush_scripts` empties it): `EVALSHA` answers `NOSCRIPT`
+//! until an `EVAL` or `SCRIPT LOAD` of the script.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -37,6 +43,10 @@ pub struct MemUpstash {
     data: Rc<RefCell<HashMap<String, Stored>>>,
     down: Rc<Cell<bool>>,
     delay_ms: Rc<Cell<u64>>,
+    /// Whether the window script is in the script cache.
+    script_loaded: Rc<Cell<bool>>,
+    /// Commands run so far, by name (`EVALSHA`, `EVAL`, ...).
+    ran: Rc<RefCell<Vec<String>>>,
 }
 
 impl MemUpstash {
@@ -104,6 +114,40 @@ impl MemUpstash {
         self.len() == 0
     }
 
+    /// Empties the script cache (what a Redis restart or `SCRIPT FLUSH` does).
+    pub fn flush_scripts(&self) {
+        self.script_loaded.set(false);
+    }
+
+    /// The names of the commands run so far, in order (pipelines' commands included).
+    pub fn commands_run(&self) -> Vec<String> {
+        self.ran.borrow().clone()
+    }
+
+    /// Runs one command, scripts included (see the module documentation).
+    fn run(&self, data: &mut HashMap<String, Stored>, args: &[String], now_ms: u64) -> Result<Json, String> {
+        use crate::stores::redis::{WINDOW_SCRIPT, WINDOW_SCRIPT_SHA1};
+        let name = args.first().map(|n| n.to_ascii_uppercase()).unwrap_or_default();
+        self.ran.borrow_mut().push(name.clone());
+        match (name.as_str(), args.get(1).map(String::as_str)) {
+            ("EVALSHA", Some(sha)) if sha.eq_ignore_ascii_case(WINDOW_SCRIPT_SHA1) && self.script_loaded.get() => {
+                window_script(data, &args[2..], now_ms)
+            }
+            ("EVALSHA", Some(_)) => Err("NOSCRIPT No matching script. Please use EVAL.".into()),
+            ("EVAL", Some(script)) if script == WINDOW_SCRIPT => {
+                self.script_loaded.set(true);
+                window_script(data, &args[2..], now_ms)
+            }
+            ("EVAL", Some(_)) => Err("ERR MemUpstash runs only the gateway's window script".into()),
+            ("SCRIPT", Some(sub)) if sub.eq_ignore_ascii_case("LOAD") && args.get(2).map(String::as_str) == Some(WINDOW_SCRIPT) => {
+                self.script_loaded.set(true);
+                Ok(json!(WINDOW_SCRIPT_SHA1))
+            }
+            ("SCRIPT", _) => Err("ERR MemUpstash loads only the gateway's window script".into()),
+            _ => run(data, args, now_ms),
+        }
+    }
+
     fn answer(&self, req: &http::Request<Bytes>, now_ms: u64, token: &str) -> Scripted {
         if self.down.get() {
             return Scripted::Fail("connection refused".into());
@@ -119,7 +163,7 @@ impl MemUpstash {
             };
             let replies: Vec<Json> = commands
                 .iter()
-                .map(|args| match run(&mut data, args, now_ms) {
+                .map(|args| match self.run(&mut data, args, now_ms) {
                     Ok(result) => json!({ "result": result }),
                     Err(error) => json!({ "error": error }),
                 })
@@ -129,7 +173,7 @@ impl MemUpstash {
         let Ok(args) = serde_json::from_slice::<Vec<String>>(req.body()) else {
             return Scripted::json(400, &json!({"error": "ERR failed to parse command"}));
         };
-        match run(&mut data, &args, now_ms) {
+        match self.run(&mut data, &args, now_ms) {
             Ok(result) => Scripted::json(200, &json!({ "result": result })),
             Err(error) => Scripted::json(400, &json!({ "error": error })),
         }
@@ -342,4 +386,34 @@ fn zadd(data: &mut HashMap<String, Stored>, key: &str, args: &[&str]) -> Result<
         data.remove(key);
     }
     Ok(json!(counted))
+}
+
+/// `window.lua`, modelled: `numkeys` then four keys (requests now and before, tokens now and
+/// before), then the request limit, token limit, token estimate, previous window's weight (ppm),
+/// counter expiry (ms) and whether the token limit refuses too.
+fn window_script(data: &mut HashMap<String, Stored>, args: &[String], now_ms: u64) -> Result<Json, String> {
+    let [numkeys, rc_key, rp_key, tc_key, tp_key, rl, tl, cost, w, ttl, gate] = args else {
+        return Err("ERR wrong number of arguments for the window script".into());
+    };
+    if numkeys != "4" {
+        return Err("ERR the window script takes 4 keys".into());
+    }
+    let count = |data: &HashMap<String, Stored>, key: &str| -> Result<u64, String> {
+        Ok(string(data, key)?.map_or(Ok(0), |s| s.parse::<u64>().map_err(|_| NOT_INTEGER.to_owned()))?)
+    };
+    let number = |s: &str| s.parse::<u64>().map_err(|_| NOT_INTEGER.to_owned());
+    let (mut rc, rp, tc, tp) = (count(data, rc_key)?, count(data, rp_key)?, count(data, tc_key)?, count(data, tp_key)?);
+    let (rl, tl, cost, w) = (number(rl)?, number(tl)?, number(cost)?, number(w)?);
+    let mut ok = 1;
+    if rl > 0 && rp * w / 1_000_000 + rc + 1 > rl {
+        ok = 0;
+    }
+    if gate == "1" && tl > 0 && tp * w / 1_000_000 + tc + cost > tl {
+        ok = 0;
+    }
+    if ok == 1 && rl > 0 {
+        rc = incr_by(data, rc_key, 1)?.as_u64().unwrap_or(0);
+        pexpire(data, rc_key, number(ttl)? as i64, None, now_ms)?;
+    }
+    Ok(json!([ok, rc, rp, tc, tp]))
 }

@@ -3,6 +3,7 @@
 
 use super::CfHost;
 use crate::coalesce::Flights;
+use crate::limits::memory::LimitMemory;
 use crate::ports::Memory;
 use crate::routing::health::Health;
 
@@ -10,6 +11,7 @@ thread_local! {
     // Leaked once per isolate: the isolate's lifetime is the program's lifetime.
     static HEALTH: &'static Health = Box::leak(Box::default());
     static FLIGHTS: &'static Flights = Box::leak(Box::default());
+    static LIMITS: &'static LimitMemory = Box::leak(Box::default());
 }
 
 impl Memory for CfHost {
@@ -19,5 +21,9 @@ impl Memory for CfHost {
 
     fn flights(&self) -> &Flights {
         FLIGHTS.with(|f| *f)
+    }
+
+    fn limits(&self) -> &LimitMemory {
+        LIMITS.with(|l| *l)
     }
 }

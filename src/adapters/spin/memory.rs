@@ -6,6 +6,7 @@
 
 use super::SpinHost;
 use crate::coalesce::Flights;
+use crate::limits::memory::LimitMemory;
 use crate::ports::Memory;
 use crate::routing::health::Health;
 
@@ -13,6 +14,7 @@ thread_local! {
     // Leaked once per instance: the instance's lifetime is the program's lifetime.
     static HEALTH: &'static Health = Box::leak(Box::default());
     static FLIGHTS: &'static Flights = Box::leak(Box::default());
+    static LIMITS: &'static LimitMemory = Box::leak(Box::default());
 }
 
 impl Memory for SpinHost {
@@ -22,5 +24,9 @@ impl Memory for SpinHost {
 
     fn flights(&self) -> &Flights {
         FLIGHTS.with(|f| *f)
+    }
+
+    fn limits(&self) -> &LimitMemory {
+        LIMITS.with(|l| *l)
     }
 }
