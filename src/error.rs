@@ -14,6 +14,10 @@ pub enum ErrorType {
     Permission,
     NotFound,
     RateLimit,
+    /// A 429 of a per-minute request limit (OpenAI's `type` for it).
+    Requests,
+    /// A 429 of a per-minute token limit.
+    Tokens,
     Api,
 }
 
@@ -25,6 +29,8 @@ impl ErrorType {
             ErrorType::Permission => "permission_error",
             ErrorType::NotFound => "not_found_error",
             ErrorType::RateLimit => "rate_limit_error",
+            ErrorType::Requests => "requests",
+            ErrorType::Tokens => "tokens",
             ErrorType::Api => "api_error",
         }
     }

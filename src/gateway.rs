@@ -10,7 +10,9 @@
 mod admin;
 mod coalesce;
 mod counters;
+mod guard;
 mod info;
+mod kill;
 mod lookup;
 mod origin;
 mod reply;
@@ -33,6 +35,7 @@ use crate::error::{ApiError, ErrorType, Tier};
 use crate::ports::{Body, CollectError, Host};
 use crate::routing::table::{NoRoute, Target};
 use coalesce::Joined;
+use guard::{Guard, Stage};
 use origin::{all_failed, routing_headers, unsupported, Outcome};
 use reply::Form;
 use streams::StreamEnd;
@@ -105,7 +108,7 @@ struct Exchange<'a, H: Host> {
     timing: &'a mut Timing,
 }
 
-impl<H: Host> Exchange<'_, H> {
+impl<'a, H: Host> Exchange<'a, H> {
     async fn route(&mut self, request: Request<Body>) -> Response<Body> {
         let path = request.uri().path();
         let method = request.method();
@@ -133,9 +136,10 @@ impl<H: Host> Exchange<'_, H> {
         }
     }
 
-    fn authenticate(&self, headers: &HeaderMap) -> Result<&str, ApiError> {
+    fn authenticate(&self, headers: &HeaderMap) -> Result<&'a str, ApiError> {
         let key = bearer(headers)?;
-        self.config.tenant_for_key(key).ok_or_else(|| {
+        let config: &'a Config = self.config;
+        config.tenant_for_key(key).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 ErrorType::Authentication,
@@ -151,8 +155,18 @@ impl<H: Host> Exchange<'_, H> {
             Ok(t) => t,
             Err(e) => return reply::error(&e),
         };
-        let parsed = match self.read_request(&parts.headers, body).await {
+        let mut parsed = match self.read_request(&parts.headers, body).await {
             Ok(p) => p,
+            Err(e) => return reply::error(&e),
+        };
+        // The tenant's guard rails that need no store: a model it may not use is absent for it.
+        let config: &'a Config = self.config;
+        let tenant_policy = config.tenant_policies.policy(tenant);
+        if !tenant_policy.allows_model(&parsed.model) {
+            return reply::error(&model_not_found(&parsed.model));
+        }
+        let mut guard = match guard::shape(tenant, tenant_policy, &mut parsed) {
+            Ok(g) => g,
             Err(e) => return reply::error(&e),
         };
         let policy = match Policy::from_headers(&parts.headers) {
@@ -161,18 +175,7 @@ impl<H: Host> Exchange<'_, H> {
         };
         let targets = match self.config.routes.route(&parsed.model) {
             Ok(targets) => targets,
-            Err(NoRoute::Unknown) => {
-                let shown: String = parsed.model.chars().take(100).collect();
-                return reply::error(
-                    &ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        ErrorType::NotFound,
-                        "model_not_found",
-                        format!("The model '{shown}' is not served by this gateway (see GET /v1/models)."),
-                    )
-                    .with_param("model"),
-                );
-            }
+            Err(NoRoute::Unknown) => return reply::error(&model_not_found(&parsed.model)),
             Err(NoRoute::Unusable) => {
                 return reply::error(&ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -184,7 +187,9 @@ impl<H: Host> Exchange<'_, H> {
         };
         let scope = KeyScope { generation: &self.config.generation, tenant, namespace: &policy.namespace };
         let key = CacheKey::chat_in(&scope, &parsed);
-        self.cached_chat(&parsed, &policy, key, targets).await
+        let mut response = self.cached_chat(&parsed, &policy, key, targets, &mut guard).await;
+        guard.decorate(response.headers_mut());
+        response
     }
 
     async fn read_request(&self, headers: &HeaderMap, body: Body) -> Result<ChatRequest, ApiError> {
@@ -256,8 +261,13 @@ impl<H: Host> Exchange<'_, H> {
         policy: &Policy,
         key: CacheKey,
         targets: &[Target],
+        guard: &mut Guard<'_>,
     ) -> Response<Body> {
         let form = Form::of(request);
+        // A policy that counts cache hits is checked before the lookup (requests only).
+        if let Err(e) = self.check_limits(guard, Stage::BeforeLookup).await {
+            return reply::error(&e);
+        }
         let mut report = CacheReport::new();
         let mut stale = None;
         if !policy.read {
@@ -286,12 +296,24 @@ impl<H: Host> Exchange<'_, H> {
             Joined::Served(response) => return response,
             Joined::Call(flight) => flight,
         };
+        // The limits, where the cost is: this request calls a provider (a refusal drops the
+        // flight: its followers call for themselves). Then switched-off targets are left out.
+        if let Err(e) = self.check_limits(guard, Stage::BeforeCall).await {
+            return reply::error_with_cache(&e, &report);
+        }
+        let live = match self.live_targets(targets).await {
+            Ok(live) => live,
+            Err(e) => return reply::error_with_cache(&e, &report),
+        };
+        let targets = live.as_slice();
+        let meter = self.meter(guard);
         // With a stale entry in hand, the providers have until the stale deadline to start.
         let deadline = self.origin_deadline(stale.is_some());
         report.served = if policy.bypass.is_some() { Served::Bypass } else { Served::Origin };
         let started = self.host.now_ms();
         if request.stream {
-            let outcome = self.open_stream(request, targets, deadline, policy.write).await;
+            // Assembled (with usage asked for) to be stored, or for its tokens to be counted.
+            let outcome = self.open_stream(request, targets, deadline, policy.write || meter.is_some()).await;
             self.timing.origin_ms = Some(self.host.now_ms().saturating_sub(started));
             let opened = match outcome.answer() {
                 Ok(opened) => opened,
@@ -303,6 +325,7 @@ impl<H: Host> Exchange<'_, H> {
                 key: policy.write.then_some(key),
                 target: opened.target.id.clone(),
                 breaker: self.config.breaker,
+                meter,
             };
             let idle_ms = self.config.upstream.stream_idle_timeout_ms;
             let mut response = reply::event_stream(streams::tee(opened.value, end, idle_ms));
@@ -316,6 +339,9 @@ impl<H: Host> Exchange<'_, H> {
             Ok(answered) => answered,
             Err(failed) => return self.unanswered(*failed, stale, report, form),
         };
+        if let Some(meter) = meter {
+            meter.record(&answered.value.body);
+        }
         if policy.write {
             let stored = self.writes().leading(flight).keep(key, &answered.value, &answered.target.id);
             (report.kv.stored, report.redis.stored) = (stored.kv, stored.redis);
@@ -359,6 +385,18 @@ impl<H: Host> Exchange<'_, H> {
     fn log(&self, level: &str, event: &str, fields: serde_json::Value) {
         log_line(self.host, self.request_id, level, event, fields);
     }
+}
+
+/// The 404 of a model the gateway does not serve (or the tenant may not use: the same answer).
+fn model_not_found(model: &str) -> ApiError {
+    let shown: String = model.chars().take(100).collect();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorType::NotFound,
+        "model_not_found",
+        format!("The model '{shown}' is not served by this gateway (see GET /v1/models)."),
+    )
+    .with_param("model")
 }
 
 /// One JSON log line of a request: its level, event and id, then `fields`.

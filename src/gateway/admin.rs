@@ -1,7 +1,8 @@
 //! The admin surface: every `/admin/...` path, behind `ADMIN_KEYS` (separate from gateway keys,
 //! matched in constant time). `GET /admin/health` is the detailed view (each tier with its
 //! latency, each target's breaker, counters, configuration problems); `POST /admin/cache/purge`
-//! deletes one entry from both tiers. Every change writes one audit line: which admin, what, when.
+//! deletes one entry from both tiers; `POST /admin/targets/{id}/disable|enable` flips a kill
+//! switch (`kill`). Every change writes one audit line: which admin, what, when.
 //!
 //! Must not: answer anything without a valid admin key, or show a secret, a URL or a key.
 
@@ -31,6 +32,9 @@ impl<H: Host> Exchange<'_, H> {
             Err(e) => return reply::error(&e),
         };
         let path = request.uri().path().to_owned();
+        if path.starts_with("/admin/targets/") {
+            return self.kill_switch(&admin, request).await;
+        }
         let (allowed, method) = match path.as_str() {
             "/admin/health" => ("GET", Method::GET),
             "/admin/cache/purge" => ("POST", Method::POST),
@@ -86,7 +90,7 @@ impl<H: Host> Exchange<'_, H> {
     }
 
     /// One audit line per admin change: which admin (by name, never the key), what, when.
-    fn audit(&self, admin: &str, action: &str, fields: Value) {
+    pub(super) fn audit(&self, admin: &str, action: &str, fields: Value) {
         let mut line = json!({
             "level": "info",
             "event": "admin_audit",
@@ -187,6 +191,13 @@ pub async fn health<H: Host>(host: &H, config: &Config) -> Response<Body> {
         let ids: Vec<String> = config.routes.all_targets().iter().map(|t| t.id.clone()).collect();
         super::origin::load_health(host, upstash, &config.breaker, &ids).await;
     }
+    if let Some(upstash) = config.upstash.as_ref().filter(|_| redis["state"] == "ok") {
+        // The switches as Redis holds them now (and this instance knows them from now on).
+        let ids: Vec<String> = config.routes.all_targets().iter().map(|t| t.id.clone()).collect();
+        if let Ok(kills) = Redis::new(upstash).read_kills(host, &ids).await {
+            host.limits().set_kills(kills, host.now_ms());
+        }
+    }
     let now = host.now_ms();
     // What this instance knows of each target; names and kinds only, never URLs or keys.
     let targets: Vec<Value> = config
@@ -199,6 +210,10 @@ pub async fn health<H: Host>(host: &H, config: &Config) -> Response<Body> {
                 "provider": t.kind.as_str(),
                 "key_configured": t.api_key.is_some(),
                 "breaker": host.health().describe(&t.id, now),
+                "disabled": super::kill::describe_switch(
+                    config.disabled_targets.contains(&t.id),
+                    host.limits().killed_until(&t.id, now),
+                ),
             })
         })
         .collect();
@@ -220,6 +235,7 @@ pub async fn health<H: Host>(host: &H, config: &Config) -> Response<Body> {
         "targets": targets,
         "not_stored": not_stored,
         "coalesced": coalesced,
+        "limits": {"failed_open_here": host.limits().failed_open.get()},
         "problems": config.problems,
     });
     reply::json(StatusCode::OK, body.to_string())

@@ -18,7 +18,7 @@ use crate::providers::replay::{replay, NotACompletion};
 
 /// Headers a browser page may read from a cross-origin answer.
 /// Every response header the README documents.
-pub const EXPOSE: &str = "cache-status, x-cache, x-cache-tier, age, x-request-id, x-provider, x-attempts, x-fallback, x-cache-stale-reason, x-coalesced, server-timing, retry-after";
+pub const EXPOSE: &str = "cache-status, x-cache, x-cache-tier, age, x-request-id, x-provider, x-attempts, x-fallback, x-cache-stale-reason, x-coalesced, server-timing, retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, x-max-tokens-clamped";
 /// Headers a preflight allows when the browser did not say which it needs.
 const DEFAULT_ALLOW_HEADERS: &str = "authorization, content-type, cache-control, x-cache-namespace, x-request-id";
 const MAX_REQUEST_ID: usize = 128;

@@ -27,6 +27,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
 use serde_json::json;
 
+use super::guard::Meter;
 use super::origin::share_health;
 use super::writes::Writes;
 use crate::api::chat::ChatRequest;
@@ -133,6 +134,8 @@ pub(super) struct StreamEnd<H: Host> {
     pub key: Option<CacheKey>,
     pub target: String,
     pub breaker: BreakerConfig,
+    /// Counts the answer's tokens toward its tenant's limit (usage from the assembled answer).
+    pub meter: Option<Meter<H>>,
 }
 
 impl<H: Host> StreamEnd<H> {
@@ -141,8 +144,14 @@ impl<H: Host> StreamEnd<H> {
         if let Some(lead) = self.writes.flight() {
             lead.stream_done();
         }
+        // The usage is the relay's (assembled from the provider's events), never the client's
+        // bytes: a client that did not ask for usage was not shown it.
+        let answer = if self.key.is_some() || self.meter.is_some() { relay.answer() } else { None };
+        if let (Some(meter), Some(Ok(answer))) = (self.meter, &answer) {
+            meter.record(&answer.body);
+        }
         let Some(key) = self.key else { return };
-        match relay.answer() {
+        match answer {
             None => {}
             Some(Ok(answer)) => {
                 self.writes.keep(key, &answer, &self.target);
