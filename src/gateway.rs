@@ -40,6 +40,7 @@ use origin::{all_failed, routing_headers, unsupported, Outcome};
 use reply::Form;
 use streams::StreamEnd;
 
+pub use kill::KILL_REFRESH_MS;
 pub use reply::Timing;
 
 /// Background writes do not delay anyone, so they may take longer than reads.

@@ -104,8 +104,7 @@ impl<H: Host> Exchange<'_, H> {
         let redis = Redis::new(upstash);
         let now = self.host.now_ms();
         let (result, until_ms) = if action == "disable" {
-            let (parts, body) = request.into_parts();
-            let until = match self.read_until(&parts.headers, body, now).await {
+            let until = match self.read_until(request.into_body(), now).await {
                 Ok(until) => until,
                 Err(e) => return reply::error(&e),
             };
@@ -135,13 +134,16 @@ impl<H: Host> Exchange<'_, H> {
     }
 
     /// The optional body of a disable: `{"until_ms": N}` or `{"seconds": N}`; none: until enabled.
-    async fn read_until(&self, headers: &http::HeaderMap, body: Body, now: u64) -> Result<Option<u64>, ApiError> {
-        let has_body = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()) != Some("0")
-            && headers.contains_key(http::header::CONTENT_TYPE);
-        if !has_body {
+    async fn read_until(&self, body: Body, now: u64) -> Result<Option<u64>, ApiError> {
+        let bytes = body.collect(4096).await.map_err(|_| {
+            ApiError::bad_request("invalid_request", "The body must be a small JSON object, or nothing.")
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        let fields: Map<String, Value> = self.read_json(headers, body, 4096).await?;
+        let fields: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|_| {
+            ApiError::bad_request("invalid_json", "The body must be a JSON object such as {\"seconds\": 600}.")
+        })?;
         let number = |name: &str| fields.get(name).filter(|v| !v.is_null()).map(|v| (name.to_owned(), v.as_u64()));
         let until = match (number("until_ms"), number("seconds")) {
             (None, None) => return Ok(None),
