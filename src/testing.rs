@@ -102,12 +102,7 @@ impl MemHost {
     /// A second isolate in the same world: the same clock, KV, routes, requests log and
     /// background queue, and a memory of its own (what another isolate or instance knows).
     pub fn another_isolate(&self) -> MemHost {
-        MemHost {
-            state: self.state.clone(),
-            health: Rc::default(),
-            flights: Default::default(),
-            limits: Rc::default(),
-        }
+        MemHost { state: self.state.clone(), health: Rc::default(), flights: Default::default(), limits: Rc::default() }
     }
 
     pub fn advance(&self, ms: u64) {

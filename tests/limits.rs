@@ -60,16 +60,14 @@ fn every_bad_tenants_value_is_reported_by_name_without_its_value() {
     }
     // Dropped entries give no guard rails.
     assert_eq!(config.tenant_policies.policy("tenant-a").requests_per_minute, None);
-    let unreadable = Config::from_vars(&MapVars::new(&[("GATEWAY_KEYS", &keys), ("TENANTS", "{\"sk-SECRET\": ")]))
-        .expect("serves");
+    let unreadable =
+        Config::from_vars(&MapVars::new(&[("GATEWAY_KEYS", &keys), ("TENANTS", "{\"sk-SECRET\": ")])).expect("serves");
     assert!(unreadable.problems.iter().any(|p| p.starts_with("TENANTS must be a JSON object")));
     assert!(!unreadable.problems.join(" ").contains("SECRET"));
     // Limits without Redis are reported.
-    let no_redis = Config::from_vars(&MapVars::new(&[
-        ("GATEWAY_KEYS", &keys),
-        ("TENANTS", r#"{"*":{"requests_per_minute":3}}"#),
-    ]))
-    .expect("serves");
+    let no_redis =
+        Config::from_vars(&MapVars::new(&[("GATEWAY_KEYS", &keys), ("TENANTS", r#"{"*":{"requests_per_minute":3}}"#)]))
+            .expect("serves");
     assert!(no_redis.problems.iter().any(|p| p.starts_with("TENANTS sets rate limits")), "{:?}", no_redis.problems);
 }
 
@@ -91,7 +89,8 @@ fn the_sliding_window_is_arithmetic_told_the_time() {
     assert_eq!(full.reset_ms(at), 45_000 + 60_000);
     assert_eq!(Counts { current: 0, previous: 3 }.reset_ms(at), 45_000);
     assert_eq!(Counts::default().reset_ms(at), 0);
-    for (ms, text) in [(0, "0s"), (20, "20ms"), (1000, "1s"), (1500, "1.5s"), (360_000, "6m0s"), (3_723_000, "1h2m3s")] {
+    for (ms, text) in [(0, "0s"), (20, "20ms"), (1000, "1s"), (1500, "1.5s"), (360_000, "6m0s"), (3_723_000, "1h2m3s")]
+    {
         assert_eq!(duration(ms), text);
     }
 }
@@ -110,7 +109,11 @@ fn requests_carry_openai_headers_and_the_one_over_the_limit_gets_a_429_with_retr
     let refused = w.chat(&body_with("three"), &[]);
     refused.assert_error(429, "rate_limit_exceeded");
     assert_eq!(refused.json()["error"]["type"], "requests");
-    assert_eq!(refused.header("retry-after"), Some("80"), "50 s to the window's end, then 30 s for half of this one to slide out");
+    assert_eq!(
+        refused.header("retry-after"),
+        Some("80"),
+        "50 s to the window's end, then 30 s for half of this one to slide out"
+    );
     assert_eq!(refused.header("x-ratelimit-remaining-requests"), Some("0"));
     assert_eq!(w.upstream_calls(), 2);
     // Another tenant has its own counters; another isolate shares tenant A's.
@@ -120,7 +123,9 @@ fn requests_carry_openai_headers_and_the_one_over_the_limit_gets_a_429_with_retr
 
 #[test]
 fn cache_hits_cost_nothing_unless_the_policy_counts_them() {
-    let w = tenants(json!({"tenant-a": {"requests_per_minute": 1}, "tenant-b": {"requests_per_minute": 1, "count_cache_hits": true}}));
+    let w = tenants(
+        json!({"tenant-a": {"requests_per_minute": 1}, "tenant-b": {"requests_per_minute": 1, "count_cache_hits": true}}),
+    );
     let body = body_with("same");
     assert_eq!(w.chat(&body, &[]).status, 200);
     w.host.run_background();
@@ -179,7 +184,9 @@ fn max_tokens_over_the_cap_is_clamped_and_said_or_refused() {
         "tenant-a": {"max_tokens_cap": 100},
         "tenant-b": {"max_tokens_cap": 100, "max_tokens_policy": "refuse"},
     }));
-    let asks = |n: u64| json!({"model": "gpt-4o-mini", "max_tokens": n, "messages": [{"role": "user", "content": "x"}]}).to_string();
+    let asks = |n: u64| {
+        json!({"model": "gpt-4o-mini", "max_tokens": n, "messages": [{"role": "user", "content": "x"}]}).to_string()
+    };
     let clamped = w.chat(&asks(500), &[]);
     assert_eq!((clamped.status, clamped.header("x-max-tokens-clamped")), (200, Some("100")));
     let sent: serde_json::Value = serde_json::from_slice(w.host.sent_to(UPSTREAM)[0].body()).expect("json");
@@ -207,7 +214,10 @@ fn a_model_outside_the_allow_list_is_absent_for_that_tenant() {
     let w = tenants(json!({"tenant-a": {"models": ["gpt-4o"]}}));
     let refused = w.chat(&body_with("x"), &[]);
     refused.assert_error(404, "model_not_found");
-    let absent = World::with_config(config_with(&[("ROUTES", &routes(json!([{"provider": "openai", "model": "gpt-4o", "key": "OPENAI_API_KEY", "base_url": UPSTREAM}])))]));
+    let absent = World::with_config(config_with(&[(
+        "ROUTES",
+        &routes(json!([{"provider": "openai", "model": "gpt-4o", "key": "OPENAI_API_KEY", "base_url": UPSTREAM}])),
+    )]));
     let missing = absent.chat(&body_with("x"), &[]);
     assert_eq!(refused.body, missing.body, "the same answer as a model the gateway does not serve");
     assert_eq!(w.chat_as(KEY_B, &body_with("x"), &[]).status, 200, "tenant B may");
@@ -215,7 +225,9 @@ fn a_model_outside_the_allow_list_is_absent_for_that_tenant() {
 
 #[test]
 fn redis_down_fails_open_by_default_and_closed_when_the_tenant_says_so() {
-    let w = tenants(json!({"tenant-a": {"requests_per_minute": 5}, "tenant-b": {"requests_per_minute": 5, "fail_closed": true}}));
+    let w = tenants(
+        json!({"tenant-a": {"requests_per_minute": 5}, "tenant-b": {"requests_per_minute": 5, "fail_closed": true}}),
+    );
     w.upstash.set_down(true);
     let open = w.chat(&body_with("x"), &[]);
     assert_eq!(open.status, 200);
@@ -257,8 +269,7 @@ fn the_script_is_run_by_its_sha_and_loaded_with_eval_after_noscript() {
     for i in 0..3 {
         w.chat(&body_with(&format!("q{i}")), &[]);
     }
-    let scripts: Vec<String> =
-        w.upstash.commands_run().into_iter().filter(|c| c.starts_with("EVAL")).collect();
+    let scripts: Vec<String> = w.upstash.commands_run().into_iter().filter(|c| c.starts_with("EVAL")).collect();
     assert_eq!(scripts, ["EVALSHA", "EVAL", "EVALSHA", "EVALSHA"]);
     w.upstash.flush_scripts();
     assert_eq!(w.chat(&body_with("after a restart"), &[]).header("x-ratelimit-remaining-requests"), Some("6"));

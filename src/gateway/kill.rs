@@ -9,6 +9,7 @@
 //!   provider call when what it knows is older than `KILL_REFRESH_MS`: a switch reaches every
 //!   isolate that calls a provider within that bound (plus the read's own time). The isolate
 //!   that served the admin call knows at once. A Redis outage keeps what was last known.
+//!
 //! Must not: build Redis keys (`stores::redis`), or answer without an admin key.
 
 use http::{Response, StatusCode};
@@ -31,7 +32,8 @@ impl<H: Host> Exchange<'_, H> {
         self.refresh_kills().await;
         let now = self.host.now_ms();
         let memory = self.host.limits();
-        let off = |t: &Target| self.config.disabled_targets.contains(&t.id) || memory.killed_until(&t.id, now).is_some();
+        let off =
+            |t: &Target| self.config.disabled_targets.contains(&t.id) || memory.killed_until(&t.id, now).is_some();
         let live: Vec<Target> = targets.iter().filter(|t| !off(t)).cloned().collect();
         if !live.is_empty() {
             return Ok(live);
@@ -153,8 +155,9 @@ impl<H: Host> Exchange<'_, H> {
             (Some((_, Some(at))), None) => at,
             (None, Some((_, Some(s)))) => now.saturating_add(s.saturating_mul(1000)),
             (Some((name, None)), None) | (None, Some((name, None))) => {
-                return Err(ApiError::bad_request("invalid_type", format!("'{name}' must be a whole number."))
-                    .with_param(name))
+                return Err(
+                    ApiError::bad_request("invalid_type", format!("'{name}' must be a whole number.")).with_param(name)
+                )
             }
         };
         if until <= now || until - now > MAX_KILL_MS {

@@ -139,7 +139,9 @@ impl MemUpstash {
                 window_script(data, &args[2..], now_ms)
             }
             ("EVAL", Some(_)) => Err("ERR MemUpstash runs only the gateway's window script".into()),
-            ("SCRIPT", Some(sub)) if sub.eq_ignore_ascii_case("LOAD") && args.get(2).map(String::as_str) == Some(WINDOW_SCRIPT) => {
+            ("SCRIPT", Some(sub))
+                if sub.eq_ignore_ascii_case("LOAD") && args.get(2).map(String::as_str) == Some(WINDOW_SCRIPT) =>
+            {
                 self.script_loaded.set(true);
                 Ok(json!(WINDOW_SCRIPT_SHA1))
             }
@@ -399,7 +401,7 @@ fn window_script(data: &mut HashMap<String, Stored>, args: &[String], now_ms: u6
         return Err("ERR the window script takes 4 keys".into());
     }
     let count = |data: &HashMap<String, Stored>, key: &str| -> Result<u64, String> {
-        Ok(string(data, key)?.map_or(Ok(0), |s| s.parse::<u64>().map_err(|_| NOT_INTEGER.to_owned()))?)
+        string(data, key)?.map_or(Ok(0), |s| s.parse::<u64>().map_err(|_| NOT_INTEGER.to_owned()))
     };
     let number = |s: &str| s.parse::<u64>().map_err(|_| NOT_INTEGER.to_owned());
     let (mut rc, rp, tc, tp) = (count(data, rc_key)?, count(data, rp_key)?, count(data, tc_key)?, count(data, tp_key)?);
