@@ -19,6 +19,8 @@ mod coalesce;
 #[cfg(not(target_arch = "wasm32"))]
 mod failopen;
 #[cfg(not(target_arch = "wasm32"))]
+mod guard;
+#[cfg(not(target_arch = "wasm32"))]
 mod input;
 #[cfg(not(target_arch = "wasm32"))]
 mod parity;

@@ -110,6 +110,7 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(crate::input::scenarios());
     all.extend(crate::routing::scenarios());
     all.extend(crate::admin::scenarios());
+    all.extend(crate::guard::scenarios());
     all
 }
 
