@@ -274,3 +274,45 @@ fn the_script_is_run_by_its_sha_and_loaded_with_eval_after_noscript() {
     w.upstash.flush_scripts();
     assert_eq!(w.chat(&body_with("after a restart"), &[]).header("x-ratelimit-remaining-requests"), Some("6"));
 }
+
+#[test]
+fn a_single_flight_follower_is_not_charged_tokens_nor_a_request() {
+    use futures_util::future::join_all;
+    let w = World::with_config(config_with(&[(
+        "TENANTS",
+        &json!({"tenant-a": {"requests_per_minute": 10, "tokens_per_minute": 1000}}).to_string(),
+    )]));
+    let body = fixture("openai/ok.json");
+    w.upstream(move |_| Scripted::Delay {
+        ms: 500,
+        then: Box::new(Scripted::Respond {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Bytes::from(body.clone()),
+        }),
+    });
+    let request = || {
+        http::Request::post("https://gw.test/v1/chat/completions")
+            .header("authorization", format!("Bearer {KEY_A}"))
+            .header("content-type", "application/json")
+            .body(llm_edge_cache::ports::Body::Full(Bytes::from(body_with("together"))))
+            .expect("request")
+    };
+    let replies = w.host.block_on_with_background(join_all((0..3).map(|_| async {
+        let response = llm_edge_cache::gateway::handle(&w.host, Ok(&w.config), request()).await;
+        response.status().as_u16()
+    })));
+    assert_eq!(replies, [200, 200, 200]);
+    assert_eq!(w.upstream_calls(), 1, "one provider call");
+    let window = T0 / WINDOW_MS;
+    assert_eq!(
+        w.upstash.raw(&format!("llmc1:limit:tenant-a:tokens:{window}")).as_deref(),
+        Some("19"),
+        "one answer's usage"
+    );
+    assert_eq!(
+        w.upstash.raw(&format!("llmc1:limit:tenant-a:requests:{window}")).as_deref(),
+        Some("1"),
+        "one call counted"
+    );
+}
