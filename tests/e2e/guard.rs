@@ -21,6 +21,7 @@ pub fn scenarios() -> Vec<Scenario> {
         ("guard::the_openai_sdk_reads_the_rate_limit_headers", openai_sdk),
         ("guard::a_kill_switch_reaches_the_other_host_within_its_bound", kill_switch),
         ("guard::redis_down_fails_open_or_closed_as_the_tenant_says", redis_down),
+        ("guard::what_a_limit_check_costs", cost),
     ]
 }
 
@@ -146,4 +147,80 @@ fn redis_down(ctx: &Ctx) {
         s.worker.log().contains("\"event\":\"limit_check_failed\"").then_some(())
     });
     s.redis.restart().expect("redis restarts");
+}
+
+/// Redis's own count of each command run so far (`INFO commandstats`).
+fn command_counts(s: &Stack) -> std::collections::BTreeMap<String, u64> {
+    let info = redis(s, json!(["INFO", "commandstats"]));
+    let text = info.as_str().unwrap_or_default().to_owned();
+    text.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// Milliseconds at the 50th and 99th percentile.
+fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    let at = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// Measures, one run on this machine: the latency of a miss with and without a limit check, of
+/// a refusal from isolate memory, and the Redis commands a limited miss costs. Prints them; only
+/// asserts that the refusals from memory cost no script run.
+fn cost(ctx: &Ctx) {
+    const N: usize = 40;
+    let tenants = json!({"tenant-a": {"requests_per_minute": 100000, "tokens_per_minute": 100000000}, "tenant-b": {"requests_per_minute": 1}}).to_string();
+    let s = ctx.own_stack(&[("TENANTS", &tenants)]);
+    let m = marker("guard-cost");
+    let timed = |stack: &Stack, key: &str, i: usize, what: &str| {
+        let t = Instant::now();
+        let r = chat(stack, key, &body(&format!("{m} {what} {i}")), &[("cache-control", "no-store")]);
+        (r.status, t.elapsed().as_secs_f64() * 1000.0)
+    };
+    // Warm both up (the script loaded, the isolates' first reads done).
+    timed(&s, KEY_A, 0, "warm");
+    timed(ctx.shared, KEY_A, 0, "warm");
+    let (mut limited, mut free) = (Vec::new(), Vec::new());
+    let before = command_counts(&s);
+    for i in 0..N {
+        let (status, ms) = timed(&s, KEY_A, i, "limited");
+        assert_eq!(status, 200);
+        limited.push(ms);
+        let (status, ms) = timed(ctx.shared, KEY_A, i, "free");
+        assert_eq!(status, 200);
+        free.push(ms);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = command_counts(&s);
+    let per = |names: &[&str]| {
+        names.iter().map(|n| after.get(*n).unwrap_or(&0) - before.get(*n).unwrap_or(&0)).sum::<u64>() as f64 / N as f64
+    };
+    let total: u64 = after.values().sum::<u64>() - before.values().sum::<u64>();
+    // Tenant B: one request, one refusal checked in Redis, then refusals from memory.
+    assert_eq!(timed(&s, KEY_B, 0, "b").0, 200);
+    let (status, checked_429) = timed(&s, KEY_B, 1, "b");
+    assert_eq!(status, 429);
+    let scripts_before = per(&["evalsha", "eval"]);
+    let mut remembered = Vec::new();
+    for i in 0..N {
+        let (status, ms) = timed(&s, KEY_B, i + 2, "b");
+        assert_eq!(status, 429);
+        remembered.push(ms);
+    }
+    assert_eq!(per(&["evalsha", "eval"]), scripts_before, "refusals from memory run no script");
+    let ((lp50, lp99), (fp50, fp99), (rp50, rp99)) = (percentiles(limited), percentiles(free), percentiles(remembered));
+    eprintln!(
+        "limit check cost on {}: miss with limits p50 {lp50:.1} ms p99 {lp99:.1} ms; without p50 {fp50:.1} ms p99 {fp99:.1} ms; \
+         429 checked in Redis {checked_429:.1} ms; 429 from isolate memory p50 {rp50:.1} ms p99 {rp99:.1} ms; \
+         Redis commands per limited no-store miss: {:.2} script runs (EVALSHA/EVAL), {:.2} INCRBY+PEXPIRE pairs of tokens, {:.2} commands in all (script-internal ones included)",
+        ctx.host.name(),
+        per(&["evalsha", "eval"]),
+        per(&["incrby"]),
+        total as f64 / N as f64,
+    );
 }
