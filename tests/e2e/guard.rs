@@ -50,7 +50,7 @@ fn to(base: &str, key: &str, body: &str) -> HttpResponse {
 }
 
 fn shared_limit(ctx: &Ctx) {
-    let tenants = json!({"tenant-a": {"requests_per_minute": 4}}).to_string();
+    let tenants = json!({"tenant-a": {"requests_per_minute": 4}, "tenant-b": {"requests_per_minute": 6}}).to_string();
     let s = ctx.own_stack(&[("TENANTS", &tenants)]);
     let other = ctx.host.other();
     let peer = s.start_peer(other.kind()).unwrap_or_else(|e| panic!("a peer on {}: {e}", other.name()));
@@ -69,9 +69,22 @@ fn shared_limit(ctx: &Ctx) {
         assert_eq!(json_of(&r)["error"]["type"], "requests");
         assert!(header(&r, "retry-after").parse::<u64>().is_ok_and(|s| s >= 1));
     }
-    // Tenant B has no limit; only four calls reached the provider for tenant A.
-    assert_eq!(to(&peer.url(), KEY_B, &body(&format!("{m} b"))).status, 200);
-    assert_eq!(s.fake().calls(&m), 5);
+    // Tenant B: twelve requests at once, six through each host: exactly its six are let through.
+    let (s_url, peer_url) = (s.url(), peer.url());
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let base = if i % 2 == 0 { s_url.clone() } else { peer_url.clone() };
+                let b = body(&format!("{m} burst {i}"));
+                scope.spawn(move || to(&base, KEY_B, &b).status)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("request thread")).collect()
+    });
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!((admitted, statuses.iter().filter(|s| **s == 429).count()), (6, 6), "{statuses:?}");
+    // Only the admitted requests reached the provider: four of tenant A, six of tenant B.
+    assert_eq!(s.fake().calls(&m), 10);
     // The script ran by its SHA-1 after one EVAL (Redis's own digest of it is ours).
     assert_eq!(redis(&s, json!(["SCRIPT", "EXISTS", WINDOW_SCRIPT_SHA1])), json!([1]));
     assert_eq!(redis(&s, json!(["SCRIPT", "LOAD", WINDOW_SCRIPT])), json!(WINDOW_SCRIPT_SHA1));
