@@ -263,8 +263,7 @@ impl Config {
             r.problem("TENANTS sets rate limits, which are kept in Redis: without a usable UPSTASH_REDIS_REST_URL and token they are not checked (fail_closed tenants are refused)");
         }
         let disabled_targets = r.list("DISABLED_TARGETS");
-        let known: Vec<&str> = routes.all_targets().iter().map(|t| t.id.as_str()).collect();
-        let unknown = disabled_targets.iter().filter(|id| !known.contains(&id.as_str())).count();
+        let unknown = disabled_targets.iter().filter(|id| !routes.all_targets().iter().any(|t| &t.id == *id)).count();
         if unknown > 0 {
             r.problem(format!("DISABLED_TARGETS: {unknown} id(s) name no target of ROUTES"));
         }
