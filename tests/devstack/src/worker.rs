@@ -5,6 +5,8 @@
 //! its own KV state (`--persist-to`), its own config folder (nothing under `~/.config`) and a
 //! log file holding the worker's console lines. Process handling (process group, stop signal when
 //! the starting thread ends, readiness, teardown) is `process::ServerProcess`'s.
+//! `DEVSTACK_WORKER_BUILD` names a copy of `build/` to serve instead (the bench runs a copy taken
+//! at its start, so that a rebuild meanwhile cannot reload or crash its `wrangler dev`).
 //! Must not: build the worker (the test and start scripts do, once) or talk to anything but
 //! loopback.
 
@@ -14,6 +16,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::process::{free_port, run_tool, unique_dir, ProcessError, ServerProcess};
+
+/// Serves this copy of `build/` instead of the built one.
+pub const BUILD_VAR: &str = "DEVSTACK_WORKER_BUILD";
 
 /// How long wrangler may take to answer its first request (a cold start takes ~3 s here).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -58,7 +63,8 @@ impl WorkerProcess {
     /// Starts the worker with these `[vars]` on `port` (0: a free one) and waits until it answers.
     pub fn start(vars: &[(String, String)], port: u16) -> Result<WorkerProcess, WorkerError> {
         let root = repo_root();
-        let shim = root.join("build/worker/shim.mjs");
+        let build = std::env::var_os(BUILD_VAR).map_or_else(|| root.join("build"), PathBuf::from);
+        let shim = build.join("worker/shim.mjs");
         if !shim.exists() {
             return Err(WorkerError::NotBuilt(shim));
         }

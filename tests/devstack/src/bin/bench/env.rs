@@ -25,7 +25,7 @@ pub struct Environment {
 }
 
 impl Environment {
-    pub fn collect(root: &Path) -> Environment {
+    pub fn collect(root: &Path, spin_overrides: Vec<String>) -> Environment {
         let version = |package: &str| {
             std::fs::read(root.join("node_modules").join(package).join("package.json"))
                 .ok()
@@ -62,12 +62,17 @@ impl Environment {
             date: run(&["date", "-u", "+%Y-%m-%d %H:%M:%S UTC"]),
             commit: run(&["git", "-C", &root.display().to_string(), "rev-parse", "--short", "HEAD"]),
             command,
-            spin_overrides: [devstack::spin::COMPONENT_VAR, devstack::spin::HOST_ARGS_VAR]
-                .into_iter()
-                .filter_map(|var| std::env::var(var).ok().map(|value| format!("{var}={value}")))
-                .collect(),
+            spin_overrides,
         }
     }
+}
+
+/// The dev stack's Spin overrides set by the caller (`devstack::spin`), as `VAR=value`.
+pub fn spin_overrides() -> Vec<String> {
+    [devstack::spin::COMPONENT_VAR, devstack::spin::HOST_ARGS_VAR]
+        .into_iter()
+        .filter_map(|var| std::env::var(var).ok().map(|value| format!("{var}={value}")))
+        .collect()
 }
 
 /// The version of `package` in a Cargo.lock (the first entry of that name).

@@ -24,13 +24,15 @@
 //! This file is the orchestration only (flags, stacks, phases, which differences are reported);
 //! see the modules for the client, the loop, the statistics, the sizes and the report. Must not:
 //! talk to anything but loopback, run unbounded (every phase has a count and a time budget), or
-//! build anything (it measures build/ and target/ as they are).
+//! build anything (it measures build/ and target/ as they are, from copies taken at its start:
+//! `snapshot.rs`).
 
 mod env;
 mod http;
 mod measure;
 mod probe;
 mod report;
+mod snapshot;
 mod sse;
 mod stats;
 mod streams;
@@ -50,6 +52,7 @@ use crate::http::KeepAlive;
 use crate::measure::{measure, Phase};
 use crate::probe::{chat_body, expect_health, seed, Probe};
 use crate::report::Report;
+use crate::snapshot::Snapshot;
 use crate::stats::{Diff, Samples, Series};
 use crate::wasm::wasm_sizes;
 
@@ -177,6 +180,9 @@ fn main() -> anyhow::Result<()> {
     let settings = parse_settings()?;
     let root = repo_root();
     let tag = format!("bench-{}", std::process::id());
+    // What the caller asked to run on Spin, before the snapshot points the dev stack at its copies.
+    let spin_overrides = env::spin_overrides();
+    let snapshot = Snapshot::take(&root, &tag)?;
     let load_before = load_average();
 
     let mut results = Results::default();
@@ -188,10 +194,11 @@ fn main() -> anyhow::Result<()> {
 
     eprintln!("measuring the wasm...");
     let wasm = vec![
-        wasm_sizes("Cloudflare module", &root, "build/index_bg.wasm")?,
-        wasm_sizes("Spin component", &root, "target/wasm32-wasip2/spin/llm_edge_cache.wasm")?,
+        wasm_sizes("Cloudflare module", &snapshot.root, "build/index_bg.wasm")?,
+        wasm_sizes("Spin component", &snapshot.root, snapshot::SPIN_COMPONENT)?,
     ];
-    let env = Environment::collect(&root);
+    drop(snapshot);
+    let env = Environment::collect(&root, spin_overrides);
     let report = Report {
         results: &results,
         env: &env,

@@ -263,7 +263,8 @@ impl Report<'_> {
         m.push_str("\n## Size of the wasm\n\n");
         m.push_str(&self.wasm_table());
         m.push_str(
-            "\nBoth as built, never rebuilt or rewritten by the bench. The Cloudflare module is what \
+            "\nBoth as built (measured, and served, from copies taken at the start of the run), never rebuilt or \
+             rewritten by the bench. The Cloudflare module is what \
              wrangler.toml's build command leaves: `worker-build --release`, then binaryen's `wasm-opt -Oz` \
              with `--strip-debug --strip-producers` on `build/index_bg.wasm` itself. The Spin component is \
              `cargo build --target wasm32-wasip2 --profile spin` (release with `strip = true`; wasm-opt does not \
