@@ -35,7 +35,12 @@ pub enum Outcome {
     Pending,
     /// The leader's answer, whether the cache stores it or not.
     Answer(Entry),
-    /// No answer (every target failed, a client error, or the leader went away).
+    /// Every target failed (`code`: the failure's): a follower holding a stale entry answers
+    /// with it at once, as the leader did or would have.
+    ProvidersFailed {
+        code: &'static str,
+    },
+    /// No answer (a client error, or the leader went away).
     Nothing,
 }
 
@@ -145,7 +150,7 @@ impl Lead {
 
     /// The answer followers may reuse. `Nothing` removes the flight at once.
     pub fn publish(&self, outcome: Outcome) {
-        let nothing = matches!(outcome, Outcome::Nothing);
+        let nothing = matches!(outcome, Outcome::Nothing | Outcome::ProvidersFailed { .. });
         self.state.borrow_mut().outcome = outcome;
         if nothing {
             self.flights.remove(&self.key, &self.state);
@@ -220,7 +225,7 @@ impl Follow {
         }
         if s.stream_done {
             Read::Done
-        } else if matches!(s.outcome, Outcome::Nothing) {
+        } else if matches!(s.outcome, Outcome::Nothing | Outcome::ProvidersFailed { .. }) {
             Read::Broken
         } else {
             Read::Pending

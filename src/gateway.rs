@@ -20,6 +20,7 @@ mod streams;
 mod writes;
 
 use std::convert::Infallible;
+use std::rc::Rc;
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -34,7 +35,7 @@ use crate::config::{Config, ConfigError};
 use crate::error::{ApiError, ErrorType, Tier};
 use crate::ports::{Body, CollectError, Host};
 use crate::routing::table::{NoRoute, Target};
-use coalesce::Joined;
+use coalesce::{Joined, Leading};
 use guard::{Guard, Stage};
 use origin::{all_failed, routing_headers, unsupported, Outcome};
 use reply::Form;
@@ -292,10 +293,21 @@ impl<'a, H: Host> Exchange<'a, H> {
         if policy.only_if_cached {
             return reply::cache_miss("No fresh cached answer exists and the request said only-if-cached.", &report);
         }
-        // Identical misses in flight share one provider call.
-        let flight = match self.join_flight(&key, policy, form, &report).await {
+        // Identical misses in flight share one provider call; a follower holding a stale entry
+        // waits no longer than the stale deadline.
+        let flight = match self.join_flight(&key, policy, form, &report, stale.is_some()).await {
             Joined::Served(response) => return response,
             Joined::Call(flight) => flight,
+            Joined::StaleDue(why) => {
+                let now = self.host.now_ms();
+                let served = stale
+                    .take()
+                    .and_then(|(tier, entry)| reply::stale(tier, entry, report.clone(), now, why, form).ok());
+                match served {
+                    Some(response) => return response,
+                    None => None,
+                }
+            }
         };
         // The limits, where the cost is: this request calls a provider (a refusal drops the
         // flight: its followers call for themselves). Then switched-off targets are left out.
@@ -318,7 +330,7 @@ impl<'a, H: Host> Exchange<'a, H> {
             self.timing.origin_ms = Some(self.host.now_ms().saturating_sub(started));
             let opened = match outcome.answer() {
                 Ok(opened) => opened,
-                Err(failed) => return self.unanswered(*failed, stale, report, form),
+                Err(failed) => return self.unanswered(*failed, stale, report, form, flight),
             };
             // Stored, if at all, when the stream has ended cleanly: Cache-Status cannot promise it.
             let end = StreamEnd {
@@ -338,7 +350,7 @@ impl<'a, H: Host> Exchange<'a, H> {
         self.timing.origin_ms = Some(self.host.now_ms().saturating_sub(started));
         let answered = match outcome.answer() {
             Ok(answered) => answered,
-            Err(failed) => return self.unanswered(*failed, stale, report, form),
+            Err(failed) => return self.unanswered(*failed, stale, report, form, flight),
         };
         if let Some(meter) = meter {
             meter.record(&answered.value.body);
@@ -360,6 +372,7 @@ impl<'a, H: Host> Exchange<'a, H> {
         stale: Option<(Tier, Entry)>,
         mut report: CacheReport,
         form: Form,
+        flight: Option<Rc<Leading<H>>>,
     ) -> Response<Body> {
         report.served = Served::Nothing;
         let (error, attempts) = match outcome {
@@ -368,6 +381,10 @@ impl<'a, H: Host> Exchange<'a, H> {
             Outcome::ClientError { error, attempts } => (error.to_api_error(), attempts),
             Outcome::AllFailed { failures, last, attempts, retry_after_ms } => {
                 let error = all_failed(&failures, last.as_ref(), retry_after_ms);
+                // Followers holding a stale entry answer with it now, as this request may.
+                if let Some(flight) = flight {
+                    flight.local.publish(crate::coalesce::Outcome::ProvidersFailed { code: error.code });
+                }
                 let now = self.host.now_ms();
                 let stale = stale
                     .and_then(|(tier, entry)| reply::stale(tier, entry, report.clone(), now, error.code, form).ok());

@@ -284,3 +284,30 @@ fn an_answer_the_cache_does_not_store_is_still_shared_in_the_isolate() {
     assert_eq!(*calls.borrow(), 2);
     assert!(w.host.logs().iter().any(|l| l.contains("store_skipped")), "the cut answer was not stored");
 }
+
+#[test]
+fn followers_holding_a_stale_entry_answer_with_it_at_the_stale_deadline() {
+    let w = world_with(&[("CACHE_FRESH_TTL_SECONDS", "60")]);
+    let body = ask("stale burst", false);
+    let calls = scripted(&w, UPSTREAM, vec![ok("first")]);
+    assert_eq!(w.chat(&body, &[]).status, 200);
+    w.host.run_background();
+    w.host.advance(61_000);
+    assert_eq!(*calls.borrow(), 1);
+    // Now the provider stalls far past every deadline.
+    w.upstream(|_| Scripted::Delay { ms: 3_600_000, then: Box::new(status(200)) });
+    let started = w.host.now_ms();
+    let replies = at_once(
+        &w,
+        vec![(&w, request(&body, "lead", &[])), (&w, request(&body, "local", &[])), (&w, request(&body, "third", &[]))],
+    );
+    let took = w.host.now_ms() - started;
+    for r in &replies {
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.header("x-cache"), Some("STALE"));
+        assert_eq!(r.header("x-cache-stale-reason"), Some("upstream_timeout"));
+    }
+    assert_eq!(w.upstream_calls(), 2, "the first request, then only the leader");
+    // STALE_DEADLINE_MS (10 s) from each request's start, not twice that.
+    assert!((10_000..10_600).contains(&took), "took {took} ms");
+}

@@ -10,6 +10,10 @@
 //!   the claim is gone (the leader ended without an answer to store) or `COALESCE_WAIT_MS` has
 //!   passed; then it calls the provider itself. The claim is deleted once the answer is stored.
 //!
+//! A follower that holds a stale entry waits for the shared call no longer than
+//! `STALE_DEADLINE_MS`, as a provider call of its own would, and answers with it at once when
+//! every target failed its leader (`Joined::StaleDue`).
+//!
 //! Fail open: a Redis error or timeout means no coalescing for this request (logged), never an
 //! error for the client. A request that shares another's call says so in `x-coalesced` (the
 //! leader's request id) and in `Cache-Status` (`collapsed`), and is counted.
@@ -79,6 +83,17 @@ pub(super) enum Joined<H: Host> {
     Served(Response<Body>),
     /// It calls the provider itself, leading the flight if it holds one.
     Call(Option<Rc<Leading<H>>>),
+    /// It holds a stale entry, and the stale deadline passed while it waited or every target
+    /// failed the leader: the stale entry answers (the reason for `x-cache-stale-reason`).
+    StaleDue(&'static str),
+}
+
+/// How a wait for another request's call ended without an answer.
+enum NoAnswer {
+    /// The leader ended without one, or the wait bound passed: call the provider.
+    Call,
+    /// The stale deadline passed, or every target failed the leader (the reason).
+    StaleDue(&'static str),
 }
 
 impl<H: Host> Exchange<'_, H> {
@@ -89,10 +104,12 @@ impl<H: Host> Exchange<'_, H> {
         policy: &Policy,
         form: Form,
         report: &CacheReport,
+        stale_in_hand: bool,
     ) -> Joined<H> {
         if self.config.coalesce_wait_ms == 0 || !policy.read || !policy.write || policy.only_if_cached {
             return Joined::Call(None);
         }
+        let stale_due = stale_in_hand.then(|| self.host.now_ms().saturating_add(self.config.stale_deadline_ms));
         let stream = match form {
             Form::Json => None,
             Form::Stream { include_usage } => Some(include_usage),
@@ -101,9 +118,10 @@ impl<H: Host> Exchange<'_, H> {
         let local = match flights.join(key.digest_hex(), self.request_id, stream, self.config.max_entry_bytes) {
             Role::Lead(lead) => lead,
             Role::Follow(follow) => {
-                return match self.follow_local(follow, form, report).await {
-                    Some(response) => Joined::Served(response),
-                    None => Joined::Call(None),
+                return match self.follow_local(follow, form, report, stale_due).await {
+                    Ok(response) => Joined::Served(response),
+                    Err(NoAnswer::Call) => Joined::Call(None),
+                    Err(NoAnswer::StaleDue(why)) => Joined::StaleDue(why),
                 }
             }
         };
@@ -121,74 +139,107 @@ impl<H: Host> Exchange<'_, H> {
                     request_id: self.request_id.to_owned(),
                 });
             }
-            Ok(Some(leader)) => {
-                if let Some(entry) = self.follow_remote(key, policy, upstash).await {
+            Ok(Some(leader)) => match self.follow_remote(key, policy, upstash, stale_due).await {
+                Ok(entry) => {
                     // This isolate's followers get it too.
                     leading.local.publish(Outcome::Answer(entry.clone()));
                     if let Some(response) = self.shared(entry, report, form, &leader, COALESCED_REDIS) {
                         return Joined::Served(response);
                     }
                 }
-            }
+                // This isolate's followers, if any, then call for themselves.
+                Err(NoAnswer::StaleDue(why)) => return Joined::StaleDue(why),
+                Err(NoAnswer::Call) => {}
+            },
             Err(e) => log_store_error(self.host, self.request_id, &e),
         }
         Joined::Call(Some(Rc::new(leading)))
     }
 
-    /// Follows a flight of this isolate: `None` when its leader ended without an answer to share.
-    async fn follow_local(&mut self, mut follow: Follow, form: Form, report: &CacheReport) -> Option<Response<Body>> {
+    /// Follows a flight of this isolate, until its answer, its end without one, or `stale_due`.
+    async fn follow_local(
+        &mut self,
+        mut follow: Follow,
+        form: Form,
+        report: &CacheReport,
+        stale_due: Option<u64>,
+    ) -> Result<Response<Body>, NoAnswer> {
         let leader = follow.leader_id();
         let mut pause = LOCAL_PAUSE_MIN_MS;
         if let Form::Stream { include_usage } = form {
             if follow.read_along(include_usage) {
                 loop {
                     match follow.read() {
-                        Read::Chunks(first) => return Some(self.read_along(follow, first, report, &leader)),
+                        Read::Chunks(first) => return Ok(self.read_along(follow, first, report, &leader)),
                         Read::Done | Read::Broken => break,
                         Read::Pending if !matches!(follow.outcome(), Outcome::Pending) => break,
                         Read::Pending => {}
                     }
-                    self.host.sleep_ms(pause).await;
-                    pause = (pause * 2).min(LOCAL_PAUSE_MAX_MS);
+                    self.pause(&mut pause, stale_due).await?;
                 }
             }
         }
         loop {
             match follow.outcome() {
-                Outcome::Answer(entry) => return self.shared(entry, report, form, &leader, COALESCED_ISOLATE),
-                Outcome::Nothing => return None,
+                Outcome::Answer(entry) => {
+                    return self.shared(entry, report, form, &leader, COALESCED_ISOLATE).ok_or(NoAnswer::Call)
+                }
+                Outcome::ProvidersFailed { code } if stale_due.is_some() => return Err(NoAnswer::StaleDue(code)),
+                Outcome::ProvidersFailed { .. } | Outcome::Nothing => return Err(NoAnswer::Call),
                 Outcome::Pending => {}
             }
-            self.host.sleep_ms(pause).await;
-            pause = (pause * 2).min(LOCAL_PAUSE_MAX_MS);
+            self.pause(&mut pause, stale_due).await?;
         }
     }
 
-    /// Waits for the answer of a flight led in another isolate to appear in tier 2.
-    async fn follow_remote(&self, key: &CacheKey, policy: &Policy, upstash: &UpstashConfig) -> Option<Entry> {
+    /// One pause of a follower of this isolate, never past `stale_due`.
+    async fn pause(&self, pause: &mut u64, stale_due: Option<u64>) -> Result<(), NoAnswer> {
+        let now = self.host.now_ms();
+        let left = stale_due.map_or(u64::MAX, |due| due.saturating_sub(now));
+        if left == 0 {
+            return Err(NoAnswer::StaleDue("upstream_timeout"));
+        }
+        self.host.sleep_ms((*pause).min(left)).await;
+        *pause = (*pause * 2).min(LOCAL_PAUSE_MAX_MS);
+        Ok(())
+    }
+
+    /// Waits for the answer of a flight led in another isolate to appear in tier 2, until
+    /// `COALESCE_WAIT_MS` or `stale_due`.
+    async fn follow_remote(
+        &self,
+        key: &CacheKey,
+        policy: &Policy,
+        upstash: &UpstashConfig,
+        stale_due: Option<u64>,
+    ) -> Result<Entry, NoAnswer> {
         let redis = Redis::new(upstash);
-        let until = self.host.now_ms().saturating_add(self.config.coalesce_wait_ms);
+        let gave_up = self.host.now_ms().saturating_add(self.config.coalesce_wait_ms);
+        let until = gave_up.min(stale_due.unwrap_or(u64::MAX));
         let mut pause = REMOTE_PAUSE_FIRST_MS;
         loop {
             let left = until.saturating_sub(self.host.now_ms());
+            if left == 0 && stale_due == Some(until) {
+                return Err(NoAnswer::StaleDue("upstream_timeout"));
+            }
             if left == 0 {
                 self.log("info", "coalesce_gave_up", json!({"waited_ms": self.config.coalesce_wait_ms}));
-                return None;
+                return Err(NoAnswer::Call);
             }
             self.host.sleep_ms(pause.min(left)).await;
             pause = (pause * 3 / 2).min(REMOTE_PAUSE_MAX_MS);
             match redis.look_at_flight(self.host, key, self.config.max_entry_bytes).await {
                 Ok((Some(entry), _)) => {
                     return match verdict::decide(Some(&entry), policy, self.host.now_ms()) {
-                        Verdict::Hit { .. } => Some(entry),
-                        _ => None,
+                        Verdict::Hit { .. } => Ok(entry),
+                        _ => Err(NoAnswer::Call),
                     }
                 }
                 Ok((None, true)) => {}
-                Ok((None, false)) => return None,
+                Ok((None, false)) => return Err(NoAnswer::Call),
                 Err(e) => {
                     log_store_error(self.host, self.request_id, &e);
-                    return None;
+                    return Err(NoAnswer::Call);
                 }
             }
         }
