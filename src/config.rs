@@ -16,6 +16,7 @@ pub use keys::KeyRing;
 pub use tenants::{MaxTokensPolicy, TenantPolicy, Tenants};
 
 use crate::ports::Vars;
+use crate::prices::Prices;
 use crate::routing::backoff::RetryPolicy;
 use crate::routing::breaker::BreakerConfig;
 use crate::routing::table::{ProviderKind, RouteTable, Target, TargetDefaults};
@@ -130,6 +131,8 @@ pub struct Config {
     pub tenant_policies: Tenants,
     /// Target ids taken out of rotation at deploy time (`DISABLED_TARGETS`).
     pub disabled_targets: Vec<String>,
+    /// What tokens cost per model (`PRICES` over the built-in table).
+    pub prices: Prices,
 }
 
 /// The configuration could serve nothing: every problem found, each naming the variable (never
@@ -198,6 +201,7 @@ pub const VARIABLES: &[&str] = &[
     "CACHE_TRUNCATED_ANSWERS",
     "TENANTS",
     "DISABLED_TARGETS",
+    "PRICES",
 ];
 
 impl Config {
@@ -267,6 +271,10 @@ impl Config {
         if unknown > 0 {
             r.problem(format!("DISABLED_TARGETS: {unknown} id(s) name no target of ROUTES"));
         }
+        let prices = match r.string("PRICES") {
+            Some(raw) => Prices::parse(&raw, &mut r.problems),
+            None => Prices::default(),
+        };
         let listed = r.list("MODELS");
         let models = if listed.is_empty() { routes.models().map(str::to_owned).collect() } else { listed };
         let config = Config {
@@ -292,6 +300,7 @@ impl Config {
             store_truncated: r.boolean("CACHE_TRUNCATED_ANSWERS", false),
             tenant_policies,
             disabled_targets,
+            prices,
         };
         if fatal.is_empty() {
             Ok(Config { problems: r.problems, ..config })

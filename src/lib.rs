@@ -9,6 +9,7 @@ pub mod error;
 pub mod gateway;
 pub mod limits;
 pub mod ports;
+pub mod prices;
 pub mod providers;
 pub mod routing;
 pub mod stores;

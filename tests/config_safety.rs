@@ -154,6 +154,18 @@ fn a_bad_number_is_reported_and_its_default_used() {
 }
 
 #[test]
+fn prices_are_read_over_the_built_in_table_and_a_bad_entry_is_a_problem() {
+    let prices = r#"{"gpt-4o-mini": {"input": 1, "output": 2}, "typo": {"input": "sk-proj-x", "output": 1}}"#;
+    let config = loaded(&[("PRICES", prices), ("UPSTREAM_BASE_URL", UPSTREAM)]).expect("serves");
+    let usage = llm_edge_cache::prices::Usage { input: 1_000_000, cached_input: 0, output: 1_000_000 };
+    assert_eq!(config.prices.cost_nanos("gpt-4o-mini", &usage), Some(3_000_000_000));
+    assert!(config.prices.price("gpt-4o").is_some());
+    assert!(config.prices.price("typo").is_none());
+    assert_eq!(config.problems, ["PRICES: 'typo'.input must be a number from 0 to 10000"]);
+    assert_no_secret(&config.problems.join(" "));
+}
+
+#[test]
 fn only_a_configuration_that_serves_nothing_is_refused() {
     let err = loaded(&[("GATEWAY_KEYS", r#"{"short":"a"}"#)]).expect_err("no usable gateway key");
     assert!(err.problems[0].starts_with("GATEWAY_KEYS"), "{err}");
