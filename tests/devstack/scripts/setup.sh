@@ -2,7 +2,8 @@
 # Installs what the local run and the tests need, skipping whatever is already installed, and
 # exports the environment they run in. Sourced by start.sh and test.sh; safe to run again.
 #   Debian: redis-server          Rust: the wasm32 targets, worker-build, wasm-bindgen-cli
-#   npm (package-lock.json): node 22, wrangler (workerd), binaryen, @upstash/redis
+#   npm (package-lock.json): node 22, wrangler (workerd), binaryen, the official clients
+#   (@upstash/redis, @upstash/vector, openai), playwright-core and uplot
 # Nothing is downloaded from outside the package registries (TOOLCHAIN.md): worker-build is
 # pointed at the wasm-bindgen and esbuild installed here instead of fetching its own.
 

@@ -4,10 +4,11 @@
 # the Spin component and the Spin test host, then runs every test: host tests of the core, the
 # tools' tests (the official @upstash/redis and OpenAI clients among them, the Spin host against
 # a real spin-sdk guest) and the end-to-end suite on workerd and on the Spin host, each with a
-# real redis-server.
+# real redis-server; pages are checked in Debian's chromium.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/setup.sh"
+"$HERE/setup-browser.sh"
 step() { echo; echo "== $*" >&2; }
 
 step "cargo fmt --check"
