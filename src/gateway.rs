@@ -10,6 +10,7 @@
 mod admin;
 mod coalesce;
 mod counters;
+mod embeddings;
 mod guard;
 mod info;
 mod kill;
@@ -29,8 +30,8 @@ use serde_json::json;
 use crate::api::chat::ChatRequest;
 use crate::cache::entry::Entry;
 use crate::cache::key::{CacheKey, KeyScope};
-use crate::cache::policy::{Bypass, Policy};
-use crate::cache::status::{CacheReport, Lookup, Served};
+use crate::cache::policy::Policy;
+use crate::cache::status::{CacheReport, Served};
 use crate::config::{Config, ConfigError};
 use crate::error::{ApiError, ErrorType, Tier};
 use crate::ports::{Body, CollectError, Host};
@@ -121,7 +122,7 @@ impl<'a, H: Host> Exchange<'a, H> {
             return self.admin(request).await;
         }
         let allowed = match path {
-            "/v1/chat/completions" | "/chat/completions" => "POST",
+            "/v1/chat/completions" | "/chat/completions" | "/v1/embeddings" | "/embeddings" => "POST",
             "/v1/models" | "/models" | "/healthz" => "GET",
             _ => return reply::not_found(path),
         };
@@ -134,6 +135,7 @@ impl<'a, H: Host> Exchange<'a, H> {
                 Ok(_) => info::models(self.config),
                 Err(e) => reply::error(&e),
             },
+            "/v1/embeddings" | "/embeddings" => self.embeddings(request).await,
             _ => self.chat(request).await,
         }
     }
@@ -177,15 +179,7 @@ impl<'a, H: Host> Exchange<'a, H> {
         };
         let targets = match self.config.routes.route(&parsed.model) {
             Ok(targets) => targets,
-            Err(NoRoute::Unknown) => return reply::error(&model_not_found(&parsed.model)),
-            Err(NoRoute::Unusable) => {
-                return reply::error(&ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorType::Api,
-                    "gateway_misconfigured",
-                    "The gateway is misconfigured: no target of this model's route in ROUTES is usable.",
-                ))
-            }
+            Err(e) => return reply::error(&no_route(e, &parsed.model)),
         };
         let scope = KeyScope { generation: &self.config.generation, tenant, namespace: &policy.namespace };
         let key = CacheKey::chat_in(&scope, &parsed);
@@ -271,25 +265,11 @@ impl<'a, H: Host> Exchange<'a, H> {
             return reply::error(&e);
         }
         let mut report = CacheReport::new();
-        let mut stale = None;
-        if !policy.read {
-            let bypass = Lookup::Bypassed(policy.bypass.unwrap_or(Bypass::Request));
-            report.kv.lookup = bypass;
-            if self.config.upstash.is_some() {
-                report.redis.lookup = bypass;
-            }
-        } else {
-            // Tier 1, then tier 2 when tier 1 misses or is slow; a tier-2 hit is copied to tier 1.
-            let found = self.look_up(policy, &key, &mut report).await;
-            if let Some((tier, entry)) = found.hit {
-                match reply::hit(tier, entry, &report, self.host.now_ms(), form) {
-                    Ok(response) => return response,
-                    // Not a completion after all (written by something else): a miss.
-                    Err(_) => report.tier_mut(tier).lookup = Lookup::Failed { detail: "garbage" },
-                }
-            }
-            stale = found.stale;
-        }
+        // Tier 1, then tier 2 when tier 1 misses or is slow; a tier-2 hit is copied to tier 1.
+        let mut stale = match self.read_tiers(policy, &key, &mut report, form).await {
+            Ok(stale) => stale,
+            Err(hit) => return hit,
+        };
         if policy.only_if_cached {
             return reply::cache_miss("No fresh cached answer exists and the request said only-if-cached.", &report);
         }
@@ -402,6 +382,19 @@ impl<'a, H: Host> Exchange<'a, H> {
 
     fn log(&self, level: &str, event: &str, fields: serde_json::Value) {
         log_line(self.host, self.request_id, level, event, fields);
+    }
+}
+
+/// Why a model cannot be routed: not in the table (404), or none of its targets usable (500).
+fn no_route(why: NoRoute, model: &str) -> ApiError {
+    match why {
+        NoRoute::Unknown => model_not_found(model),
+        NoRoute::Unusable => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::Api,
+            "gateway_misconfigured",
+            "The gateway is misconfigured: no target of this model's route in ROUTES is usable.",
+        ),
     }
 }
 

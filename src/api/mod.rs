@@ -3,6 +3,7 @@
 //! envelope we answer with. No cache or provider logic lives here.
 
 pub mod chat;
+pub mod embeddings;
 pub mod envelope;
 mod messages;
 mod validate;

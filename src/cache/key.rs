@@ -13,6 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::api::chat::ChatRequest;
+use crate::api::embeddings::EmbeddingsRequest;
 
 /// Part of every key: old entries simply stop matching when the encoding changes.
 pub const KEY_VERSION: &str = "llm-edge-cache/key/v1";
@@ -69,7 +70,39 @@ impl CacheKey {
             canonical(value, &mut canon);
         }
         canon.push(b'}');
+        CacheKey::scoped(scope, b"chat.completions", &canon)
+    }
 
+    /// The key of an embeddings request in `scope`: its model, input (as sent), encoding,
+    /// dimensions and every other field except `user`, under an endpoint name of its own, so it
+    /// never meets a chat key.
+    pub fn embeddings_in(scope: &KeyScope<'_>, request: &EmbeddingsRequest) -> CacheKey {
+        let EmbeddingsRequest { model, input, inputs: _, encoding, encoding_sent: _, dimensions, user: _, params } =
+            request;
+        let mut canon = Vec::with_capacity(128);
+        canon.extend_from_slice(b"{\"dimensions\":");
+        match dimensions {
+            Some(d) => canonical(&Value::from(*d), &mut canon),
+            None => canon.extend_from_slice(b"null"),
+        }
+        canon.extend_from_slice(b",\"encoding_format\":");
+        canonical_string(encoding.as_str(), &mut canon);
+        canon.extend_from_slice(b",\"input\":");
+        canonical(input, &mut canon);
+        canon.extend_from_slice(b",\"model\":");
+        canonical_string(model, &mut canon);
+        for (name, value) in params.iter().filter(|(_, v)| !v.is_null()) {
+            canon.push(b',');
+            canonical_string(name, &mut canon);
+            canon.push(b':');
+            canonical(value, &mut canon);
+        }
+        canon.push(b'}');
+        CacheKey::scoped(scope, b"embeddings", &canon)
+    }
+
+    /// SHA-256 over the version, the scope, the endpoint and the canonical request.
+    fn scoped(scope: &KeyScope<'_>, endpoint: &[u8], canon: &[u8]) -> CacheKey {
         let mut hasher = Sha256::new();
         hasher.update(KEY_VERSION.as_bytes());
         hasher.update([0u8]);
@@ -78,11 +111,11 @@ impl CacheKey {
             hasher.update(scope.generation.as_bytes());
             hasher.update([0u8]);
         }
-        for part in [scope.tenant.as_bytes(), scope.namespace.as_bytes(), b"chat.completions"] {
+        for part in [scope.tenant.as_bytes(), scope.namespace.as_bytes(), endpoint] {
             hasher.update(part);
             hasher.update([0u8]);
         }
-        hasher.update(&canon);
+        hasher.update(canon);
         CacheKey::from_digest(&hasher.finalize())
     }
 

@@ -18,14 +18,17 @@ use std::pin::{pin, Pin};
 
 use futures_util::future::{select, Either};
 
+use http::Response;
+
+use super::reply::{self, Form};
 use super::{Exchange, WRITE_TIMEOUT_MS};
 use crate::cache::entry::Entry;
 use crate::cache::key::CacheKey;
-use crate::cache::policy::Policy;
+use crate::cache::policy::{Bypass, Policy};
 use crate::cache::status::{CacheReport, Lookup};
 use crate::cache::verdict::{self, Verdict};
 use crate::error::{StoreError, Tier};
-use crate::ports::{with_timeout, Host};
+use crate::ports::{with_timeout, Body, Host};
 use crate::stores::{kv, redis::Redis};
 
 /// What the tiers had for this request.
@@ -50,6 +53,35 @@ enum First {
 }
 
 impl<H: Host> Exchange<'_, H> {
+    /// The tiers' answer to a request that `policy` lets read: a fresh hit served in `form`
+    /// (`Err`: the response), or else the stale entry kept for stale-if-error. A request that may
+    /// not read is recorded as bypassing every tier.
+    pub(super) async fn read_tiers(
+        &mut self,
+        policy: &Policy,
+        key: &CacheKey,
+        report: &mut CacheReport,
+        form: Form,
+    ) -> Result<Option<(Tier, Entry)>, Response<Body>> {
+        if !policy.read {
+            let bypass = Lookup::Bypassed(policy.bypass.unwrap_or(Bypass::Request));
+            report.kv.lookup = bypass;
+            if self.config.upstash.is_some() {
+                report.redis.lookup = bypass;
+            }
+            return Ok(None);
+        }
+        let found = self.look_up(policy, key, report).await;
+        if let Some((tier, entry)) = found.hit {
+            match reply::hit(tier, entry, report, self.host.now_ms(), form) {
+                Ok(response) => return Err(response),
+                // Not replayable after all (written by something else): a miss.
+                Err(_) => report.tier_mut(tier).lookup = Lookup::Failed { detail: "garbage" },
+            }
+        }
+        Ok(found.stale)
+    }
+
     /// Looks `key` up in the tiers; records each tier's outcome in `report` and its time in
     /// `Server-Timing`. A tier-2 hit is copied to tier 1 after the response.
     pub(super) async fn look_up(&mut self, policy: &Policy, key: &CacheKey, report: &mut CacheReport) -> Found {

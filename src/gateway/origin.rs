@@ -41,9 +41,22 @@ impl<H: Host> Exchange<'_, H> {
         targets: &[Target],
         deadline_ms: u64,
     ) -> Outcome<Answer> {
+        let build = |target: &Target| providers::build_request(target, request);
+        let parse = |target: &Target, body, now_ms| providers::parse_success(target, body, &request.model, now_ms);
+        self.call_whole(targets, deadline_ms, build, parse).await
+    }
+
+    /// The first complete answer (read whole, `parse`d) of the targets, before `deadline_ms`:
+    /// what chat and embeddings calls share.
+    pub(super) async fn call_whole<T>(
+        &self,
+        targets: &[Target],
+        deadline_ms: u64,
+        build: impl Fn(&Target) -> Result<http::Request<Bytes>, Unsupported>,
+        parse: impl Fn(&Target, Bytes, u64) -> Result<T, UpstreamError>,
+    ) -> Outcome<T> {
         let host = self.host;
         let upstream = &self.config.upstream;
-        let build = |target: &Target| providers::build_request(target, request);
         self.failover(targets, deadline_ms, build, async |target: &Target, outgoing, budget_ms| {
             let first_byte = target.first_byte_timeout_ms.unwrap_or(budget_ms).min(budget_ms);
             let started = host.now_ms();
@@ -63,7 +76,7 @@ impl<H: Host> Exchange<'_, H> {
                 Some(Ok(b)) => b,
             };
             if status.is_success() {
-                providers::parse_success(target, body, &request.model, host.now_ms())
+                parse(target, body, host.now_ms())
             } else {
                 Err(classify(target, status, &parts.headers, &body))
             }

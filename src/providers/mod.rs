@@ -11,6 +11,7 @@
 pub mod anthropic;
 pub mod assemble;
 pub mod content;
+pub mod embeddings;
 pub mod gemini;
 pub mod openai;
 pub mod relay;

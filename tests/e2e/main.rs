@@ -17,6 +17,8 @@ mod client;
 #[cfg(not(target_arch = "wasm32"))]
 mod coalesce;
 #[cfg(not(target_arch = "wasm32"))]
+mod embeddings;
+#[cfg(not(target_arch = "wasm32"))]
 mod failopen;
 #[cfg(not(target_arch = "wasm32"))]
 mod guard;

@@ -50,7 +50,7 @@ fn routes() -> Value {
         merge(&mut t, extra);
         t
     };
-    json!({
+    let mut table = json!({
         "r-500": [oa("r1-primary", json!({})), anthropic("r1-claude", json!({"priority": 1}))],
         "r-429": [oa("r2-primary", json!({})), gemini("r2-gemini", json!({"priority": 1}))],
         "r-stall": [oa("r3-primary", json!({"timeout_ms": 1000})), oa("r3-secondary", json!({"priority": 1}))],
@@ -60,7 +60,9 @@ fn routes() -> Value {
         "r-claude": [anthropic("r9-claude", json!({}))],
         "r-gemini": [gemini("r10-gemini", json!({}))],
         "r-ttft": [oa("r11-primary", json!({"first_token_timeout_ms": 1000})), oa("r11-secondary", json!({"priority": 1}))],
-    })
+    });
+    merge(&mut table, crate::embeddings::routes());
+    table
 }
 
 fn merge(target: &mut Value, extra: Value) {

@@ -6,6 +6,9 @@
 //! - Anthropic Messages: `POST /v1/messages` (needs `x-api-key` and `anthropic-version`)
 //! - Gemini: `POST /v1beta/models/{model}:generateContent` and
 //!   `:streamGenerateContent?alt=sse` (key in `x-goog-api-key` or `?key=`)
+//! - Embeddings (`upstream::embeddings`): OpenAI's `POST /v1/embeddings` and Gemini's
+//!   `:batchEmbedContents`, scripted like the others (`ok`, `status`, delays; `malformed` cuts
+//!   the body in half)
 //!
 //! - `POST /__control/rules` `{"match","actions":[...],"repeat_last"}` -> `{"id"}`
 //! - `DELETE /__control/rules`, `GET /__control/rules`, `POST /__control/reset`
@@ -16,6 +19,7 @@
 //! control API has no auth.
 
 mod anthropic;
+pub mod embeddings;
 mod format;
 mod gemini;
 mod openai;
@@ -30,6 +34,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use self::embeddings::{EmbedRoute, Embedder};
 use self::format::Rejection;
 pub use self::format::{ChatCall, Credential, FakeReply, RequestHead, Route, StreamPlan, WireFormat};
 use self::script::Script;
@@ -50,11 +55,13 @@ fn formats() -> Vec<Box<dyn WireFormat>> {
 struct State {
     script: Mutex<Script>,
     formats: Vec<Box<dyn WireFormat>>,
+    embedder: Arc<dyn Embedder>,
 }
 
 /// Serves the fake upstream on `listener` forever.
 pub async fn serve(listener: TcpListener) {
-    let state = Arc::new(State { script: Mutex::new(Script::default()), formats: formats() });
+    let embedder: Arc<dyn Embedder> = Arc::new(crate::hashed::Hashed);
+    let state = Arc::new(State { script: Mutex::new(Script::default()), formats: formats(), embedder });
     serve_with(listener, move |request| handle(Arc::clone(&state), request)).await;
 }
 
@@ -63,6 +70,9 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body>
     let query = request.uri().query().map(str::to_string);
     if let Some(control) = path.strip_prefix("/__control/") {
         return control_api(&state, control.to_string(), request).await;
+    }
+    if let Some(route) = embeddings::route(&path) {
+        return embed(&state, route, request).await;
     }
     let Some((format, route)) =
         state.formats.iter().find_map(|f| f.route(&path, query.as_deref()).map(|route| (f.as_ref(), route)))
@@ -111,6 +121,82 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body>
         }
     }
     response
+}
+
+/// An embeddings call: recorded and scripted like a chat call, refused as its provider refuses.
+async fn embed(state: &State, route: EmbedRoute, request: Request<Incoming>) -> Response<Body> {
+    let format: &dyn WireFormat = match route {
+        EmbedRoute::OpenAi => &openai::OpenAi,
+        EmbedRoute::Gemini { .. } => &gemini::Gemini,
+    };
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().map(str::to_string);
+    if request.method() != Method::POST {
+        let body = format.error_body(405, Some("Method not allowed; use POST."));
+        return json_response(StatusCode::METHOD_NOT_ALLOWED, &body);
+    }
+    let headers = request.headers().clone();
+    let head = RequestHead { headers: &headers, query: query.as_deref() };
+    let credential = format.credential(&head);
+    let raw = match read_body_limited(request.into_body(), MAX_BODY_BYTES).await {
+        Ok(Some(raw)) => raw,
+        _ => return json_response(StatusCode::PAYLOAD_TOO_LARGE, &format.error_body(413, None)),
+    };
+    let parsed = serde_json::from_slice::<Value>(&raw)
+        .map_err(|e| format!("We could not parse the JSON body of your request. ({e})"))
+        .and_then(|value| embeddings::parse(&route, &value));
+    let model = parsed.as_ref().ok().map(|c| c.model.clone());
+    let recorded = credential.as_ref().map(|c| (c.source, c.value.as_str()));
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let decision = state.script.lock().expect("script mutex poisoned").on_call(
+        &path,
+        model,
+        head.header("authorization"),
+        recorded,
+        &text,
+    );
+    if let Err(rejection) = format.check_head(&head, credential.as_ref(), decision.n) {
+        return rejection_response(rejection);
+    }
+    let action = decision.action;
+    if action.api_key.as_ref().is_some_and(|k| credential.as_ref().map(Credential::key) != Some(k.as_str())) {
+        return rejection_response(format.invalid_key(credential.as_ref(), decision.n));
+    }
+    let call = match parsed {
+        Ok(call) => call,
+        Err(message) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &format.call_error_body(400, Some(&message), decision.n, None),
+            )
+        }
+    };
+    if action.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(action.delay_ms)).await;
+    }
+    if let ActionKind::Status { status, body, headers } = action.kind {
+        return status_response(format, status, body, &headers, decision.n);
+    }
+    let answer = match embeddings::vectors(state.embedder.as_ref(), &call) {
+        Ok(vectors) => embeddings::render(&route, &call, &vectors),
+        Err(e) => {
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format.call_error_body(500, Some(&e), decision.n, None),
+            )
+        }
+    };
+    match action.kind {
+        ActionKind::Malformed => {
+            let full = answer.to_string();
+            bytes_response(
+                StatusCode::OK,
+                "application/json",
+                Bytes::copy_from_slice(&full.as_bytes()[..full.len() / 2]),
+            )
+        }
+        _ => json_response(StatusCode::OK, &answer),
+    }
 }
 
 /// The answer to a recorded call: the real API's refusals first (credential, required
