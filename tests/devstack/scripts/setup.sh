@@ -60,3 +60,6 @@ export XDG_CONFIG_HOME="$ROOT/target/xdg"
 # CI builds once from scratch: incremental artefacts would only cost disk (gigabytes with wasmtime).
 if [ "${CI:-}" = "true" ]; then export CARGO_INCREMENTAL=0; fi
 mkdir -p "$XDG_CONFIG_HOME"
+
+# The sentence-embedding model of the fake upstream's /v1/embeddings (exports EMBED_MODEL_DIR).
+. "$ROOT/tests/devstack/scripts/setup-model.sh"

@@ -21,9 +21,9 @@
 //! Nothing here may ever be a dependency of the wasm package: it uses processes, sockets,
 //! threads and tokio. Module list and re-exports only.
 
-pub mod hashed;
 pub mod http_client;
 pub mod http_server;
+pub mod minilm;
 pub mod node;
 pub mod process;
 pub mod redis_client;

@@ -7,8 +7,8 @@
 //! - Gemini: `POST /v1beta/models/{model}:generateContent` and
 //!   `:streamGenerateContent?alt=sse` (key in `x-goog-api-key` or `?key=`)
 //! - Embeddings (`upstream::embeddings`): OpenAI's `POST /v1/embeddings` and Gemini's
-//!   `:batchEmbedContents`, scripted like the others (`ok`, `status`, delays; `malformed` cuts
-//!   the body in half)
+//!   `:batchEmbedContents`, embedded by the real all-MiniLM-L6-v2 (`minilm`), scripted like the
+//!   others (`ok`, `status`, delays; `malformed` cuts the body in half)
 //!
 //! - `POST /__control/rules` `{"match","actions":[...],"repeat_last"}` -> `{"id"}`
 //! - `DELETE /__control/rules`, `GET /__control/rules`, `POST /__control/reset`
@@ -34,7 +34,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use self::embeddings::{EmbedRoute, Embedder};
+use self::embeddings::EmbedRoute;
 use self::format::Rejection;
 pub use self::format::{ChatCall, Credential, FakeReply, RequestHead, Route, StreamPlan, WireFormat};
 use self::script::Script;
@@ -55,13 +55,11 @@ fn formats() -> Vec<Box<dyn WireFormat>> {
 struct State {
     script: Mutex<Script>,
     formats: Vec<Box<dyn WireFormat>>,
-    embedder: Arc<dyn Embedder>,
 }
 
 /// Serves the fake upstream on `listener` forever.
 pub async fn serve(listener: TcpListener) {
-    let embedder: Arc<dyn Embedder> = Arc::new(crate::hashed::Hashed);
-    let state = Arc::new(State { script: Mutex::new(Script::default()), formats: formats(), embedder });
+    let state = Arc::new(State { script: Mutex::new(Script::default()), formats: formats() });
     serve_with(listener, move |request| handle(Arc::clone(&state), request)).await;
 }
 
@@ -177,7 +175,8 @@ async fn embed(state: &State, route: EmbedRoute, request: Request<Incoming>) -> 
     if let ActionKind::Status { status, body, headers } = action.kind {
         return status_response(format, status, body, &headers, decision.n);
     }
-    let answer = match embeddings::vectors(state.embedder.as_ref(), &call) {
+    // The real model (loaded once per process, on the first embeddings call).
+    let answer = match crate::minilm::shared().and_then(|model| embeddings::vectors(model.as_ref(), &call)) {
         Ok(vectors) => embeddings::render(&route, &call, &vectors),
         Err(e) => {
             return json_response(
