@@ -33,6 +33,7 @@ pub mod stack;
 pub mod upstash;
 pub mod upstream;
 pub mod urlcodec;
+pub mod vector;
 pub mod worker;
 
 pub use http_client::{HttpClientError, HttpRequest, HttpResponse};
