@@ -63,13 +63,7 @@ impl CacheKey {
         canonical_array(messages, &mut canon);
         canon.extend_from_slice(b",\"model\":");
         canonical_string(model, &mut canon);
-        for (name, value) in params.iter().filter(|(_, v)| !v.is_null()) {
-            canon.push(b',');
-            canonical_string(name, &mut canon);
-            canon.push(b':');
-            canonical(value, &mut canon);
-        }
-        canon.push(b'}');
+        canonical_params(params, &mut canon);
         CacheKey::scoped(scope, b"chat.completions", &canon)
     }
 
@@ -91,13 +85,7 @@ impl CacheKey {
         canonical(input, &mut canon);
         canon.extend_from_slice(b",\"model\":");
         canonical_string(model, &mut canon);
-        for (name, value) in params.iter().filter(|(_, v)| !v.is_null()) {
-            canon.push(b',');
-            canonical_string(name, &mut canon);
-            canon.push(b':');
-            canonical(value, &mut canon);
-        }
-        canon.push(b'}');
+        canonical_params(params, &mut canon);
         CacheKey::scoped(scope, b"embeddings", &canon)
     }
 
@@ -143,6 +131,18 @@ impl CacheKey {
     pub fn digest_hex(&self) -> &str {
         self.0.split_once(':').map_or(self.0.as_str(), |(_, hex)| hex)
     }
+}
+
+/// Writes `,"name":value` for each parameter not sent as `null` (which means "the default", the
+/// same as leaving it out), in name order, then closes the object.
+fn canonical_params(params: &std::collections::BTreeMap<String, Value>, out: &mut Vec<u8>) {
+    for (name, value) in params.iter().filter(|(_, v)| !v.is_null()) {
+        out.push(b',');
+        canonical_string(name, out);
+        out.push(b':');
+        canonical(value, out);
+    }
+    out.push(b'}');
 }
 
 /// Writes the canonical encoding of `value`: object keys sorted, numbers normalized, no whitespace.

@@ -77,21 +77,12 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body>
     else {
         return plain_error(StatusCode::NOT_FOUND, &format!("no fake endpoint at {path}"));
     };
-    if request.method() != Method::POST {
-        let body = format.error_body(405, Some("Method not allowed; use POST."));
-        return json_response(StatusCode::METHOD_NOT_ALLOWED, &body);
-    }
-    let headers = request.headers().clone();
+    let (headers, raw) = match read_call(format, request).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
+    };
     let head = RequestHead { headers: &headers, query: query.as_deref() };
     let credential = format.credential(&head);
-    let raw = match read_body_limited(request.into_body(), MAX_BODY_BYTES).await {
-        Ok(Some(raw)) => raw,
-        Ok(None) => {
-            let body = format.error_body(413, None);
-            return json_response(StatusCode::PAYLOAD_TOO_LARGE, &body);
-        }
-        Err(e) => return plain_error(StatusCode::BAD_REQUEST, &format!("cannot read body: {e}")),
-    };
     let text = String::from_utf8_lossy(&raw).into_owned();
     let parsed = serde_json::from_slice::<Value>(&raw)
         .map_err(|e| format!("We could not parse the JSON body of your request. ({e})"))
@@ -100,14 +91,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body>
         Ok(call) => Some(call.model.clone()),
         Err(_) => route.model.clone(),
     };
-    let recorded = credential.as_ref().map(|c| (c.source, c.value.as_str()));
-    let decision = state.script.lock().expect("script mutex poisoned").on_call(
-        &path,
-        model,
-        head.header("authorization"),
-        recorded,
-        &text,
-    );
+    let decision = record(state.as_ref(), &path, model, &head, credential.as_ref(), &text);
     let n = decision.n;
     let mut response = answer(format, &head, credential.as_ref(), parsed, decision).await;
     let mut extra = format.response_headers(n);
@@ -121,6 +105,43 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body>
     response
 }
 
+/// Records a call and says what the script does with it.
+fn record(
+    state: &State,
+    path: &str,
+    model: Option<String>,
+    head: &RequestHead<'_>,
+    credential: Option<&Credential>,
+    text: &str,
+) -> script::Decision {
+    let recorded = credential.map(|c| (c.source, c.value.as_str()));
+    state.script.lock().expect("script mutex poisoned").on_call(
+        path,
+        model,
+        head.header("authorization"),
+        recorded,
+        text,
+    )
+}
+
+/// A provider call's headers and body, refused as `format`'s API refuses a method other than POST
+/// or a body over the limit.
+async fn read_call(
+    format: &dyn WireFormat,
+    request: Request<Incoming>,
+) -> Result<(http::HeaderMap, Bytes), Response<Body>> {
+    if request.method() != Method::POST {
+        let body = format.error_body(405, Some("Method not allowed; use POST."));
+        return Err(json_response(StatusCode::METHOD_NOT_ALLOWED, &body));
+    }
+    let headers = request.headers().clone();
+    match read_body_limited(request.into_body(), MAX_BODY_BYTES).await {
+        Ok(Some(raw)) => Ok((headers, raw)),
+        Ok(None) => Err(json_response(StatusCode::PAYLOAD_TOO_LARGE, &format.error_body(413, None))),
+        Err(e) => Err(plain_error(StatusCode::BAD_REQUEST, &format!("cannot read body: {e}"))),
+    }
+}
+
 /// An embeddings call: recorded and scripted like a chat call, refused as its provider refuses.
 async fn embed(state: &State, route: EmbedRoute, request: Request<Incoming>) -> Response<Body> {
     let format: &dyn WireFormat = match route {
@@ -129,30 +150,18 @@ async fn embed(state: &State, route: EmbedRoute, request: Request<Incoming>) -> 
     };
     let path = request.uri().path().to_string();
     let query = request.uri().query().map(str::to_string);
-    if request.method() != Method::POST {
-        let body = format.error_body(405, Some("Method not allowed; use POST."));
-        return json_response(StatusCode::METHOD_NOT_ALLOWED, &body);
-    }
-    let headers = request.headers().clone();
+    let (headers, raw) = match read_call(format, request).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
+    };
     let head = RequestHead { headers: &headers, query: query.as_deref() };
     let credential = format.credential(&head);
-    let raw = match read_body_limited(request.into_body(), MAX_BODY_BYTES).await {
-        Ok(Some(raw)) => raw,
-        _ => return json_response(StatusCode::PAYLOAD_TOO_LARGE, &format.error_body(413, None)),
-    };
     let parsed = serde_json::from_slice::<Value>(&raw)
         .map_err(|e| format!("We could not parse the JSON body of your request. ({e})"))
         .and_then(|value| embeddings::parse(&route, &value));
     let model = parsed.as_ref().ok().map(|c| c.model.clone());
-    let recorded = credential.as_ref().map(|c| (c.source, c.value.as_str()));
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let decision = state.script.lock().expect("script mutex poisoned").on_call(
-        &path,
-        model,
-        head.header("authorization"),
-        recorded,
-        &text,
-    );
+    let decision = record(state, &path, model, &head, credential.as_ref(), &text);
     if let Err(rejection) = format.check_head(&head, credential.as_ref(), decision.n) {
         return rejection_response(rejection);
     }
