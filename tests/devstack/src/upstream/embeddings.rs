@@ -1,8 +1,8 @@
 //! The fake upstream's embeddings, in two wire formats: OpenAI's `POST /v1/embeddings` (and
 //! `/embeddings`; `float` or `base64` encoding, `dimensions` as a truncation renormalized, as
 //! text-embedding-3 models do) and Gemini's `POST /v1beta/models/{model}:batchEmbedContents`
-//! (`outputDimensionality` likewise). The vectors come from an `Embedder` (the engine hands one
-//! in). Token-id inputs are embedded as their ids written out in decimal, separated by spaces.
+//! (`outputDimensionality` likewise). The vectors come from an `Embedder` (the engine passes the
+//! real model, `minilm`). Token-id inputs are embedded as their ids written out in decimal, separated by spaces.
 //! This module must not do IO: it reads requests and renders answers.
 
 use base64::Engine as _;
