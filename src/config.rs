@@ -13,7 +13,7 @@ pub mod tenants;
 use std::fmt;
 
 pub use keys::KeyRing;
-pub use tenants::{MaxTokensPolicy, TenantPolicy, Tenants};
+pub use tenants::{Budget, MaxTokensPolicy, OverBudget, TenantPolicy, Tenants};
 
 use crate::ports::Vars;
 use crate::prices::Prices;
@@ -259,12 +259,15 @@ impl Config {
             max_response_bytes: r.number("MAX_RESPONSE_BYTES", 8 << 20, 1024, 64 << 20) as usize,
         };
         let upstash = r.upstash();
+        let listed = r.list("MODELS");
+        let models = if listed.is_empty() { routes.models().map(str::to_owned).collect() } else { listed };
+        let served = |m: &str| models.iter().any(|x| x == m) && routes.route(m).is_ok();
         let tenant_policies = match r.string("TENANTS") {
-            Some(raw) => Tenants::parse(&raw, |name| tenants.has_name(name), &mut r.problems),
+            Some(raw) => Tenants::parse(&raw, |name| tenants.has_name(name), served, &mut r.problems),
             None => Tenants::default(),
         };
         if tenant_policies.any_rate_limits() && upstash.is_none() {
-            r.problem("TENANTS sets rate limits, which are kept in Redis: without a usable UPSTASH_REDIS_REST_URL and token they are not checked (fail_closed tenants are refused)");
+            r.problem("TENANTS sets rate limits or budgets, which are kept in Redis: without a usable UPSTASH_REDIS_REST_URL and token they are not checked (fail_closed tenants are refused)");
         }
         let disabled_targets = r.list("DISABLED_TARGETS");
         let unknown = disabled_targets.iter().filter(|id| !routes.all_targets().iter().any(|t| &t.id == *id)).count();
@@ -275,8 +278,6 @@ impl Config {
             Some(raw) => Prices::parse(&raw, &mut r.problems),
             None => Prices::default(),
         };
-        let listed = r.list("MODELS");
-        let models = if listed.is_empty() { routes.models().map(str::to_owned).collect() } else { listed };
         let config = Config {
             tenants,
             admins,

@@ -8,12 +8,14 @@
 //! ports, or read time except from `Clock`.
 
 mod admin;
+mod budget;
 mod coalesce;
 mod counters;
 mod guard;
 mod info;
 mod kill;
 mod lookup;
+mod meter;
 mod origin;
 mod reply;
 mod streams;
@@ -171,27 +173,42 @@ impl<'a, H: Host> Exchange<'a, H> {
             Ok(g) => g,
             Err(e) => return reply::error(&e),
         };
+        // A tenant known to be past a hard budget that degrades asks for the cheaper model.
+        guard.degrade_if_known(self.host, &mut parsed);
         let policy = match Policy::from_headers(&parts.headers) {
             Ok(p) => p,
             Err(e) => return reply::error(&e),
         };
-        let targets = match self.config.routes.route(&parsed.model) {
-            Ok(targets) => targets,
-            Err(NoRoute::Unknown) => return reply::error(&model_not_found(&parsed.model)),
-            Err(NoRoute::Unusable) => {
-                return reply::error(&ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorType::Api,
-                    "gateway_misconfigured",
-                    "The gateway is misconfigured: no target of this model's route in ROUTES is usable.",
-                ))
+        loop {
+            let targets = match self.targets_for(&parsed.model) {
+                Ok(targets) => targets,
+                Err(e) => return reply::error(&e),
+            };
+            let scope = KeyScope { generation: &self.config.generation, tenant, namespace: &policy.namespace };
+            let key = CacheKey::chat_in(&scope, &parsed);
+            let mut response = self.cached_chat(&parsed, &policy, key, targets, &mut guard).await;
+            // Found past a hard budget that degrades on the way to the call: once more, from the
+            // lookup on, as the cheaper model (whose cache key is the request actually sent).
+            if guard.degrade(&mut parsed) {
+                continue;
             }
-        };
-        let scope = KeyScope { generation: &self.config.generation, tenant, namespace: &policy.namespace };
-        let key = CacheKey::chat_in(&scope, &parsed);
-        let mut response = self.cached_chat(&parsed, &policy, key, targets, &mut guard).await;
-        guard.decorate(response.headers_mut());
-        response
+            guard.decorate(response.headers_mut());
+            return response;
+        }
+    }
+
+    /// The targets of `model`'s route.
+    fn targets_for(&self, model: &str) -> Result<&'a [Target], ApiError> {
+        let config: &'a Config = self.config;
+        config.routes.route(model).map_err(|e| match e {
+            NoRoute::Unknown => model_not_found(model),
+            NoRoute::Unusable => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorType::Api,
+                "gateway_misconfigured",
+                "The gateway is misconfigured: no target of this model's route in ROUTES is usable.",
+            ),
+        })
     }
 
     async fn read_request(&self, headers: &HeaderMap, body: Body) -> Result<ChatRequest, ApiError> {
@@ -319,7 +336,7 @@ impl<'a, H: Host> Exchange<'a, H> {
             Err(e) => return reply::error_with_cache(&e, &report),
         };
         let targets = live.as_slice();
-        let meter = self.meter(guard);
+        let meter = self.meter_for(guard, request, targets);
         // With a stale entry in hand, the providers have until the stale deadline to start.
         let deadline = self.origin_deadline(stale.is_some());
         report.served = if policy.bypass.is_some() { Served::Bypass } else { Served::Origin };
@@ -353,7 +370,7 @@ impl<'a, H: Host> Exchange<'a, H> {
             Err(failed) => return self.unanswered(*failed, stale, report, form, flight),
         };
         if let Some(meter) = meter {
-            meter.record(&answered.value.body);
+            meter.record(&answered.value.body, &answered.target.id);
         }
         if policy.write {
             let stored = self.writes().leading(flight).keep(key, &answered.value, &answered.target.id);
