@@ -4,7 +4,7 @@
 //! tenant and per target, per day and month, expiring; a degrading tenant is sent to the cheaper
 //! model, stored under that model's key, on both hosts.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use devstack::stack::{KEY_A, KEY_B};
 use devstack::HttpResponse;
@@ -13,12 +13,14 @@ use llm_edge_cache::prices::{Prices, Usage};
 use serde_json::{json, Value};
 
 use crate::client::*;
+use crate::guard::{command_counts, percentiles};
 use crate::runner::{eventually, Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         ("budget::soft_then_hard_threshold_from_the_providers_usage", soft_then_hard),
         ("budget::past_the_hard_threshold_a_tenant_is_degraded_to_the_cheaper_model", degrade),
+        ("budget::what_a_budget_check_costs", cost_of_a_check),
     ]
 }
 
@@ -140,4 +142,54 @@ fn degrade(ctx: &Ctx) {
     assert_eq!((r.status, header(&r, "x-budget-degraded-to")), (200, "gpt-4o-mini"), "{}", r.text());
     assert_eq!(s.fake().calls(&m), 3, "first, second and the peer's; the repeat was a hit");
     drop(peer);
+}
+
+/// Measures, one run on this machine: the latency of a no-store miss of a tenant with a budget
+/// (and no rate limit) against one of a tenant without guard rails on the same gateway, and the
+/// Redis commands each costs. Prints them; asserts the command counts (one script run before the
+/// call and four more INCRBY after it than without a budget).
+fn cost_of_a_check(ctx: &Ctx) {
+    const N: usize = 40;
+    let tenants = json!({"tenant-a": {"daily_budget_usd": 1000}}).to_string();
+    let s = ctx.own_stack(&[("TENANTS", &tenants)]);
+    let m = marker("budget-cost");
+    let timed = |key: &str, i: usize, what: &str| {
+        let t = Instant::now();
+        let r = chat(&s, key, &ask("gpt-4o", &format!("{m} {what} {i}")), &[("cache-control", "no-store")]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        t.elapsed().as_secs_f64() * 1000.0
+    };
+    timed(KEY_A, 0, "warm");
+    timed(KEY_B, 0, "warm");
+    std::thread::sleep(Duration::from_millis(500));
+    // Redis commands, tenant by tenant.
+    let commands = |key: &str, what: &str| {
+        let before = command_counts(&s);
+        for i in 0..N {
+            timed(key, i, what);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let after = command_counts(&s);
+        let per = |name: &str| (after.get(name).unwrap_or(&0) - before.get(name).unwrap_or(&0)) as f64 / N as f64;
+        let all = (after.values().sum::<u64>() - before.values().sum::<u64>()) as f64 / N as f64;
+        (per("evalsha") + per("eval"), per("incrby"), all)
+    };
+    let (b_scripts, b_incr, b_all) = commands(KEY_A, "budget");
+    let (f_scripts, f_incr, f_all) = commands(KEY_B, "free");
+    // Latency, interleaved so that the machine's load falls on both alike.
+    let (mut budget, mut free) = (Vec::new(), Vec::new());
+    for i in 0..N {
+        budget.push(timed(KEY_A, i, "budget-timed"));
+        free.push(timed(KEY_B, i, "free-timed"));
+    }
+    let ((bp50, bp99), (fp50, fp99)) = (percentiles(budget), percentiles(free));
+    eprintln!(
+        "budget check cost on {}: no-store miss with a budget p50 {bp50:.1} ms p99 {bp99:.1} ms ({b_scripts:.2} script runs, \
+         {b_incr:.2} INCRBY, {b_all:.2} Redis commands in all per request); without guard rails p50 {fp50:.1} ms p99 {fp99:.1} ms \
+         ({f_scripts:.2} script runs, {f_incr:.2} INCRBY, {f_all:.2} commands)",
+        ctx.host.name()
+    );
+    // INCRBY also counts the breakers' shared health (now and then, for both tenants alike).
+    assert_eq!((b_scripts, f_scripts), (1.0, 0.0), "one script before a call with a budget, none without");
+    assert_eq!((b_incr - f_incr).round(), 4.0, "four spend counters after the call");
 }

@@ -163,7 +163,7 @@ fn redis_down(ctx: &Ctx) {
 }
 
 /// Redis's own count of each command run so far (`INFO commandstats`).
-fn command_counts(s: &Stack) -> std::collections::BTreeMap<String, u64> {
+pub(crate) fn command_counts(s: &Stack) -> std::collections::BTreeMap<String, u64> {
     let info = redis(s, json!(["INFO", "commandstats"]));
     let text = info.as_str().unwrap_or_default().to_owned();
     text.lines()
@@ -176,7 +176,7 @@ fn command_counts(s: &Stack) -> std::collections::BTreeMap<String, u64> {
 }
 
 /// Milliseconds at the 50th and 99th percentile.
-fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
+pub(crate) fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
     ms.sort_by(f64::total_cmp);
     let at = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
     (at(0.5), at(0.99))
