@@ -7,11 +7,13 @@
 //! error. Must not: read the environment itself (values come through the `Vars` port), or put any
 //! value into a problem: problems name variables and fields only.
 
+pub mod browser;
 mod keys;
 pub mod tenants;
 
 use std::fmt;
 
+pub use browser::BrowserAuth;
 pub use keys::KeyRing;
 pub use tenants::{Budget, MaxTokensPolicy, OverBudget, TenantPolicy, Tenants};
 
@@ -129,6 +131,8 @@ pub struct Config {
     pub store_truncated: bool,
     /// Each tenant's guard rails (`TENANTS`).
     pub tenant_policies: Tenants,
+    /// Signed browser tokens and publishable keys (`config::browser`).
+    pub browser: BrowserAuth,
     /// Target ids taken out of rotation at deploy time (`DISABLED_TARGETS`).
     pub disabled_targets: Vec<String>,
     /// What tokens cost per model (`PRICES` over the built-in table).
@@ -202,6 +206,11 @@ pub const VARIABLES: &[&str] = &[
     "TENANTS",
     "DISABLED_TARGETS",
     "PRICES",
+    "BROWSER_TOKEN_SECRET",
+    "BROWSER_TOKEN_PUBLIC_KEY",
+    "BROWSER_TOKEN_AUDIENCE",
+    "BROWSER_TOKEN_MAX_TTL_SECONDS",
+    "PUBLISHABLE_KEYS",
 ];
 
 impl Config {
@@ -278,6 +287,7 @@ impl Config {
             Some(raw) => Prices::parse(&raw, &mut r.problems),
             None => Prices::default(),
         };
+        let browser = BrowserAuth::read(vars, |name| tenants.has_name(name), &mut r.problems);
         let config = Config {
             tenants,
             admins,
@@ -300,6 +310,7 @@ impl Config {
             generation: r.generation("CACHE_GENERATION"),
             store_truncated: r.boolean("CACHE_TRUNCATED_ANSWERS", false),
             tenant_policies,
+            browser,
             disabled_targets,
             prices,
         };
@@ -342,6 +353,11 @@ impl Config {
     /// Whether some gateway key belongs to `tenant`.
     pub fn tenant_exists(&self, tenant: &str) -> bool {
         self.tenants.has_name(tenant)
+    }
+
+    /// The tenant named `name`, as kept here, if some gateway key belongs to it.
+    pub fn tenant_named(&self, name: &str) -> Option<&str> {
+        self.tenants.name(name)
     }
 
     /// Whether `ADMIN_KEYS` holds at least one usable key.

@@ -29,6 +29,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::api::chat::ChatRequest;
+use crate::auth::{self, Caller};
 use crate::cache::entry::Entry;
 use crate::cache::key::{CacheKey, KeyScope};
 use crate::cache::policy::{Bypass, Policy};
@@ -140,25 +141,21 @@ impl<'a, H: Host> Exchange<'a, H> {
         }
     }
 
-    fn authenticate(&self, headers: &HeaderMap) -> Result<&'a str, ApiError> {
+    /// The caller: a gateway key's tenant, or a browser caller (publishable key, signed token).
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Caller<'a>, ApiError> {
         let key = bearer(headers)?;
+        let origin = headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok());
         let config: &'a Config = self.config;
-        config.tenant_for_key(key).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorType::Authentication,
-                "invalid_api_key",
-                "The gateway key is not valid.",
-            )
-        })
+        auth::identify(config, key, origin, self.host.now_ms())
     }
 
     async fn chat(&mut self, request: Request<Body>) -> Response<Body> {
         let (parts, body) = request.into_parts();
-        let tenant = match self.authenticate(&parts.headers) {
-            Ok(t) => t,
+        let caller = match self.authenticate(&parts.headers) {
+            Ok(caller) => caller,
             Err(e) => return reply::error(&e),
         };
+        let (tenant, end_user) = (caller.tenant, caller.end_user.as_ref());
         let mut parsed = match self.read_request(&parts.headers, body).await {
             Ok(p) => p,
             Err(e) => return reply::error(&e),
@@ -166,10 +163,12 @@ impl<'a, H: Host> Exchange<'a, H> {
         // The tenant's guard rails that need no store: a model it may not use is absent for it.
         let config: &'a Config = self.config;
         let tenant_policy = config.tenant_policies.policy(tenant);
-        if !tenant_policy.allows_model(&parsed.model) {
+        let allowed =
+            |model: &str| tenant_policy.allows_model(model) && end_user.is_none_or(|u| u.policy.allows_model(model));
+        if !allowed(&parsed.model) {
             return reply::error(&model_not_found(&parsed.model));
         }
-        let mut guard = match guard::shape(tenant, tenant_policy, &mut parsed) {
+        let mut guard = match guard::shape(tenant, tenant_policy, end_user, &mut parsed) {
             Ok(g) => g,
             Err(e) => return reply::error(&e),
         };

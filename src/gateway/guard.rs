@@ -15,6 +15,9 @@
 //! - `meter`: after the answer, in the background, the provider's reported usage is added to
 //!   the tenant's token counter and its cost to the spend counters.
 //!
+//! - a browser caller's own limits (a token's or a publishable key's, `auth::EndUser`): checked
+//!   after the tenant's, by the same script, as a subject of their own.
+//!
 //! Fail open: Redis down or slow (bounded by `REDIS_TIMEOUT_MS`) lets the request through,
 //! logged (`limit_check_failed`) and counted; a `fail_closed` tenant gets a 503
 //! `rate_limit_unavailable` instead.
@@ -27,6 +30,7 @@ use super::budget::BudgetNote;
 use super::meter::Meter;
 use super::Exchange;
 use crate::api::chat::ChatRequest;
+use crate::auth::EndUser;
 use crate::config::{MaxTokensPolicy, TenantPolicy};
 use crate::error::{ApiError, ErrorType};
 use crate::limits::memory::Blocked;
@@ -52,6 +56,8 @@ pub(super) struct Guard<'c> {
     early: Option<(Position, LimitReply)>,
     /// What the budgets said.
     pub budget: BudgetNote,
+    /// A browser caller's own limits (`auth::EndUser`), checked after the tenant's, the same way.
+    user: Option<Box<Guard<'c>>>,
 }
 
 /// Where a check happens.
@@ -67,6 +73,7 @@ pub(super) enum Stage {
 pub(super) fn shape<'c>(
     tenant: &'c str,
     policy: &'c TenantPolicy,
+    end_user: Option<&'c EndUser>,
     request: &mut ChatRequest,
 ) -> Result<Guard<'c>, ApiError> {
     let input = estimate_input_tokens(&request.messages);
@@ -98,7 +105,18 @@ pub(super) fn shape<'c>(
     }
     let output = MAX_TOKENS_FIELDS.iter().filter_map(|f| request.params.get(*f).and_then(Value::as_u64)).min();
     let estimate = input.saturating_add(output.unwrap_or(0));
-    Ok(Guard { tenant, policy, clamped, estimate, standings: Vec::new(), early: None, budget: BudgetNote::default() })
+    let guard = |tenant, policy, user| Guard {
+        tenant,
+        policy,
+        clamped,
+        estimate,
+        standings: Vec::new(),
+        early: None,
+        budget: BudgetNote::default(),
+        user,
+    };
+    let user = end_user.map(|u| Box::new(guard(u.subject.as_str(), &u.policy, None)));
+    Ok(guard(tenant, policy, user))
 }
 
 impl Guard<'_> {
@@ -125,12 +143,24 @@ impl Guard<'_> {
             headers.insert(HeaderName::from_static("x-max-tokens-clamped"), HeaderValue::from(cap));
         }
         self.budget.decorate(headers);
+        if let Some(user) = &self.user {
+            user.decorate(headers);
+        }
     }
 }
 
 impl<H: Host> Exchange<'_, H> {
     /// The limits check of `stage` (see the module documentation): `Err` is the client's answer.
     pub(super) async fn check_limits(&self, guard: &mut Guard<'_>, stage: Stage) -> Result<(), ApiError> {
+        self.check_one(guard, stage).await?;
+        match guard.user.as_deref_mut() {
+            Some(user) => self.check_one(user, stage).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The check of one set of limits (a tenant's, or an end user's).
+    async fn check_one(&self, guard: &mut Guard<'_>, stage: Stage) -> Result<(), ApiError> {
         if !guard.checks_at(stage) {
             return Ok(());
         }
@@ -247,8 +277,10 @@ impl<H: Host> Exchange<'_, H> {
     /// What records the usage of this request's call of `request`'s model to `targets`, if
     /// anything of it is kept.
     pub(super) fn meter_for(&self, guard: &Guard<'_>, request: &ChatRequest, targets: &[Target]) -> Option<Meter<H>> {
-        let p = guard.policy;
-        self.meter(guard.tenant, p.tokens_per_minute.is_some(), p.budget.is_set(), &request.model, targets)
+        let counted = |g: &Guard<'_>| g.policy.tokens_per_minute.is_some().then(|| g.tenant.to_owned());
+        let mut subjects: Vec<String> = counted(guard).into_iter().collect();
+        subjects.extend(guard.user.as_deref().and_then(counted));
+        self.meter(guard.tenant, subjects, guard.policy.budget.is_set(), &request.model, targets)
     }
 
     /// The limits could not be checked: through (counted) or, for a fail-closed tenant, a 503.

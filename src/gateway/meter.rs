@@ -25,8 +25,8 @@ pub(super) struct Meter<H: Host> {
     upstash: UpstashConfig,
     tenant: String,
     request_id: String,
-    /// Whether tokens are counted (`tokens_per_minute`).
-    tokens: bool,
+    /// Whose per-minute token counters the tokens are added to (`tokens_per_minute`).
+    token_subjects: Vec<String>,
     /// Whether spend is recorded (a budget), and each target's model and price.
     spend: Option<Vec<(String, String, Option<Price>)>>,
 }
@@ -37,12 +37,12 @@ impl<H: Host> Exchange<'_, H> {
     pub(super) fn meter(
         &self,
         tenant: &str,
-        tokens: bool,
+        token_subjects: Vec<String>,
         spend: bool,
         model: &str,
         targets: &[Target],
     ) -> Option<Meter<H>> {
-        let upstash = self.config.upstash.clone().filter(|_| tokens || spend)?;
+        let upstash = self.config.upstash.clone().filter(|_| !token_subjects.is_empty() || spend)?;
         let prices = &self.config.prices;
         let spend = spend.then(|| {
             targets
@@ -58,7 +58,7 @@ impl<H: Host> Exchange<'_, H> {
             upstash,
             tenant: tenant.to_owned(),
             request_id: self.request_id.to_owned(),
-            tokens,
+            token_subjects,
             spend,
         })
     }
@@ -70,7 +70,7 @@ impl<H: Host> Meter<H> {
     pub fn record(self, body: &[u8], target: &str) {
         let Ok(value) = serde_json::from_slice::<Value>(body) else { return };
         let now = self.host.now_ms();
-        let tokens = value.get("usage").and_then(used_tokens).filter(|n| self.tokens && *n > 0);
+        let tokens = value.get("usage").and_then(used_tokens).filter(|n| !self.token_subjects.is_empty() && *n > 0);
         let mut spend = None;
         if let (Some(targets), Some(usage)) = (&self.spend, Usage::of_completion(&value)) {
             match targets.iter().find(|(id, _, _)| id == target) {
@@ -84,6 +84,7 @@ impl<H: Host> Meter<H> {
         }
         let record = UsageRecord {
             tenant: self.tenant,
+            token_subjects: self.token_subjects,
             tokens: tokens.map(|n| (Position::at(now).window, n)),
             spend: spend.filter(|(_, nanos)| *nanos > 0),
             at_ms: now,

@@ -11,6 +11,8 @@
 #[cfg(not(target_arch = "wasm32"))]
 mod admin;
 #[cfg(not(target_arch = "wasm32"))]
+mod browser;
+#[cfg(not(target_arch = "wasm32"))]
 mod budget;
 #[cfg(not(target_arch = "wasm32"))]
 mod cache;

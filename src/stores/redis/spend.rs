@@ -40,7 +40,9 @@ pub fn spend_key(prefix: &str, owner: Owner<'_>, period: Period, date: Date) -> 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRecord {
     pub tenant: String,
-    /// Tokens toward the per-minute counter of this fixed window: `(window, tokens)`.
+    /// Whose per-minute token counters `tokens` go to (the tenant, an end user).
+    pub token_subjects: Vec<String>,
+    /// Tokens toward the per-minute counters of this fixed window: `(window, tokens)`.
     pub tokens: Option<(u64, u64)>,
     /// Cost toward the budgets: `(target id, nano-dollars)`.
     pub spend: Option<(String, u64)>,
@@ -63,7 +65,9 @@ impl Redis<'_> {
             commands.push(vec!["PEXPIRE".to_owned(), key, ttl_ms.to_string()]);
         };
         if let Some((window, tokens)) = record.tokens {
-            add(super::limit_key(prefix, &record.tenant, Kind::Tokens, window), tokens, COUNTER_TTL_MS);
+            for subject in &record.token_subjects {
+                add(super::limit_key(prefix, subject, Kind::Tokens, window), tokens, COUNTER_TTL_MS);
+            }
         }
         if let Some((target, nanos)) = &record.spend {
             let date = Date::of_ms(record.at_ms);
