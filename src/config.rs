@@ -9,6 +9,7 @@
 
 pub mod browser;
 mod keys;
+pub mod pacing;
 pub mod tenants;
 
 use std::fmt;
@@ -133,6 +134,8 @@ pub struct Config {
     pub tenant_policies: Tenants,
     /// Signed browser tokens and publishable keys (`config::browser`).
     pub browser: BrowserAuth,
+    /// Pacing below the providers' declared limits (`PACING_*`).
+    pub pacing: crate::routing::pacing::Pacing,
     /// Target ids taken out of rotation at deploy time (`DISABLED_TARGETS`).
     pub disabled_targets: Vec<String>,
     /// What tokens cost per model (`PRICES` over the built-in table).
@@ -211,6 +214,8 @@ pub const VARIABLES: &[&str] = &[
     "BROWSER_TOKEN_AUDIENCE",
     "BROWSER_TOKEN_MAX_TTL_SECONDS",
     "PUBLISHABLE_KEYS",
+    "PACING_SHARE_PERCENT",
+    "PACING_HIGH_WAIT_MS",
 ];
 
 impl Config {
@@ -311,6 +316,7 @@ impl Config {
             store_truncated: r.boolean("CACHE_TRUNCATED_ANSWERS", false),
             tenant_policies,
             browser,
+            pacing: pacing::read(vars, &mut r.problems),
             disabled_targets,
             prices,
         };
@@ -516,6 +522,7 @@ impl<V: Vars> Reader<'_, V> {
             first_byte_timeout_ms: None,
             first_token_timeout_ms: None,
             default_max_tokens: defaults.default_max_tokens,
+            limits: Default::default(),
         })
     }
 }

@@ -17,6 +17,7 @@ mod kill;
 mod lookup;
 mod meter;
 mod origin;
+mod pacing;
 mod reply;
 mod streams;
 mod writes;
@@ -326,11 +327,17 @@ impl<'a, H: Host> Exchange<'a, H> {
             }
         };
         // The limits, where the cost is: this request calls a provider (a refusal drops the
-        // flight: its followers call for themselves). Then switched-off targets are left out.
+        // flight: its followers call for themselves). Then switched-off targets are left out,
+        // and those at their share of their provider's limits.
         if let Err(e) = self.check_limits(guard, Stage::BeforeCall).await {
             return reply::error_with_cache(&e, &report);
         }
         let live = match self.live_targets(targets).await {
+            Ok(live) => live,
+            Err(e) => return reply::error_with_cache(&e, &report),
+        };
+        // Targets declaring their provider's limits are kept below them (priority permitting).
+        let live = match self.pace(live, guard.policy.priority, guard.estimate()).await {
             Ok(live) => live,
             Err(e) => return reply::error_with_cache(&e, &report),
         };

@@ -4,7 +4,8 @@
 //!
 //! `requests_per_minute`, `tokens_per_minute`, `max_tokens_cap` with `max_tokens_policy`
 //! (`clamp` | `refuse`), `max_input_tokens`, `models` (an allow-list), `count_cache_hits`,
-//! `fail_closed`, and the budget fields (`budget`).
+//! `fail_closed`, `priority` (`high` | `normal` | `low`, for pacing), and the budget fields
+//! (`budget`).
 //!
 //! Every problem is reported at once, naming the tenant and the field, never a value; an entry
 //! with a problem is dropped (its tenant falls back to `"*"`, or to no guard rails), never fatal.
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::keys::is_name;
+use crate::routing::pacing::Priority;
 pub use budget::{Budget, OverBudget};
 
 /// What happens to a request whose `max_tokens` is over the cap.
@@ -48,6 +50,8 @@ pub struct TenantPolicy {
     pub fail_closed: bool,
     /// Daily and monthly spend budgets, and what happens past them.
     pub budget: Budget,
+    /// Its place when a target is paced below its provider's limits.
+    pub priority: Priority,
 }
 
 impl TenantPolicy {
@@ -85,6 +89,7 @@ static NONE: TenantPolicy = TenantPolicy {
     count_cache_hits: false,
     fail_closed: false,
     budget: Budget::NONE,
+    priority: Priority::Normal,
 };
 
 /// The largest number a limit field takes.
@@ -198,6 +203,12 @@ fn read_field(policy: &mut TenantPolicy, field: &str, value: &Value) -> Result<(
             policy.models = Some(names.ok_or_else(|| format!("'{field}' must be a list of model names"))?);
         }
         "count_cache_hits" => policy.count_cache_hits = flag()?,
+        "priority" => {
+            policy.priority = value
+                .as_str()
+                .and_then(Priority::parse)
+                .ok_or_else(|| format!("'{field}' must be \"high\", \"normal\" or \"low\""))?
+        }
         "fail_closed" => policy.fail_closed = flag()?,
         // A field's name is shown only when it looks like one (never a pasted value).
         _ if is_name(field) && field.len() <= 40 => return Err(format!("unknown field '{field}'")),

@@ -120,6 +120,11 @@ pub(super) fn shape<'c>(
 }
 
 impl Guard<'_> {
+    /// Estimated tokens of the call: input plus the output asked for.
+    pub fn estimate(&self) -> u64 {
+        self.estimate
+    }
+
     /// Whether a check happens at `stage`.
     pub fn checks_at(&self, stage: Stage) -> bool {
         let p = self.policy;

@@ -1,5 +1,6 @@
 //! What a provider answer used, recorded after the response, in the background: its tokens
-//! toward the tenant's per-minute token limit (`tokens_per_minute`) and its cost toward the
+//! toward the per-minute token limits of the tenant and end user (`tokens_per_minute`) and of
+//! the target when it is paced (`tpm`), and its cost toward the
 //! tenant's budgets (`daily_budget_usd`, `monthly_budget_usd`), per tenant and per target, per
 //! UTC day and month, in one Redis round trip (`stores::redis::record_usage`).
 //!
@@ -16,6 +17,7 @@ use crate::config::UpstashConfig;
 use crate::limits::{used_tokens, Position};
 use crate::ports::Host;
 use crate::prices::{Price, Usage};
+use crate::routing::pacing::pacing_subject;
 use crate::routing::table::Target;
 use crate::stores::redis::{Redis, UsageRecord};
 
@@ -27,6 +29,8 @@ pub(super) struct Meter<H: Host> {
     request_id: String,
     /// Whose per-minute token counters the tokens are added to (`tokens_per_minute`).
     token_subjects: Vec<String>,
+    /// The targets whose provider token limit is paced (`tpm`): their tokens are counted too.
+    paced: Vec<String>,
     /// Whether spend is recorded (a budget), and each target's model and price.
     spend: Option<Vec<(String, String, Option<Price>)>>,
 }
@@ -42,7 +46,9 @@ impl<H: Host> Exchange<'_, H> {
         model: &str,
         targets: &[Target],
     ) -> Option<Meter<H>> {
-        let upstash = self.config.upstash.clone().filter(|_| !token_subjects.is_empty() || spend)?;
+        let paced: Vec<String> = targets.iter().filter(|t| t.limits.tpm.is_some()).map(|t| t.id.clone()).collect();
+        let upstash =
+            self.config.upstash.clone().filter(|_| !token_subjects.is_empty() || spend || !paced.is_empty())?;
         let prices = &self.config.prices;
         let spend = spend.then(|| {
             targets
@@ -59,6 +65,7 @@ impl<H: Host> Exchange<'_, H> {
             tenant: tenant.to_owned(),
             request_id: self.request_id.to_owned(),
             token_subjects,
+            paced,
             spend,
         })
     }
@@ -67,9 +74,12 @@ impl<H: Host> Exchange<'_, H> {
 impl<H: Host> Meter<H> {
     /// Records the usage of an answer's body (an OpenAI chat completion) from `target`; nothing
     /// without usage.
-    pub fn record(self, body: &[u8], target: &str) {
+    pub fn record(mut self, body: &[u8], target: &str) {
         let Ok(value) = serde_json::from_slice::<Value>(body) else { return };
         let now = self.host.now_ms();
+        if self.paced.iter().any(|id| id == target) {
+            self.token_subjects.push(pacing_subject(target));
+        }
         let tokens = value.get("usage").and_then(used_tokens).filter(|n| !self.token_subjects.is_empty() && *n > 0);
         let mut spend = None;
         if let (Some(targets), Some(usage)) = (&self.spend, Usage::of_completion(&value)) {

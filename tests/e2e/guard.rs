@@ -27,7 +27,7 @@ pub fn scenarios() -> Vec<Scenario> {
 
 /// Waits for a fresh minute when this one is nearly over, so that a scenario's requests fall
 /// into one fixed window (the sliding window lets some of the last one go as it rolls over).
-fn early_in_a_minute() {
+pub(crate) fn early_in_a_minute() {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let into = ms % 60_000;
     if into > 40_000 {

@@ -113,6 +113,7 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(crate::guard::scenarios());
     all.extend(crate::budget::scenarios());
     all.extend(crate::browser::scenarios());
+    all.extend(crate::pacing::scenarios());
     all
 }
 
