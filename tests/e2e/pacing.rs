@@ -5,30 +5,36 @@
 //! with `Retry-After`, and so does `high` once the whole limit is used and no room comes within
 //! its bounded wait.
 
+use std::time::{Duration, Instant};
+
 use devstack::stack::{KEY_A, KEY_B};
 use devstack::HttpResponse;
 use serde_json::json;
 
 use crate::client::*;
-use crate::guard::early_in_a_minute;
+use crate::guard::{command_counts, early_in_a_minute, percentiles};
 use crate::runner::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
-    vec![("pacing::a_burst_stays_below_the_providers_declared_limit_on_both_hosts", burst)]
+    vec![
+        ("pacing::a_burst_stays_below_the_providers_declared_limit_on_both_hosts", burst),
+        ("pacing::what_a_pacing_check_costs", cost_of_a_check),
+    ]
 }
 
 fn ask(model: &str, content: &str) -> String {
     json!({"model": model, "messages": [{"role": "user", "content": content}]}).to_string()
 }
 
+fn oa(id: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut t = json!({"provider": "openai-compatible", "id": id, "base_url": "{upstream}/v1", "model": id});
+    if let (Some(t), serde_json::Value::Object(extra)) = (t.as_object_mut(), extra) {
+        t.extend(extra);
+    }
+    t
+}
+
 fn burst(ctx: &Ctx) {
-    let oa = |id: &str, extra: serde_json::Value| {
-        let mut t = json!({"provider": "openai-compatible", "id": id, "base_url": "{upstream}/v1", "model": id});
-        if let (Some(t), serde_json::Value::Object(extra)) = (t.as_object_mut(), extra) {
-            t.extend(extra);
-        }
-        t
-    };
     let routes = json!({
         "p-burst": [oa("p-primary", json!({"rpm": 5})), oa("p-secondary", json!({"priority": 1}))],
         "p-only": [oa("p-only", json!({"rpm": 10}))],
@@ -88,4 +94,57 @@ fn burst(ctx: &Ctx) {
     assert_error(&full, 429, "provider_capacity_exceeded");
     assert_eq!(s.fake().calls("\"model\":\"p-only\""), 10);
     drop(peer);
+}
+
+/// Measures, one run on this machine: the latency of a no-store miss to a target that declares
+/// `rpm` and `tpm` against one to a target that declares none (no tenant limits), interleaved,
+/// and the Redis commands each costs. Prints them; asserts the command counts (one script run
+/// before the call and one INCRBY of the target's tokens after it; none without limits).
+fn cost_of_a_check(ctx: &Ctx) {
+    const N: usize = 40;
+    let routes = json!({
+        "c-paced": [oa("c-paced", json!({"rpm": 1_000_000, "tpm": 1_000_000_000}))],
+        "c-free": [oa("c-free", json!({}))],
+    })
+    .to_string();
+    let s = ctx.own_stack(&[("ROUTES", &routes)]);
+    let m = marker("pacing-cost");
+    let timed = |model: &str, i: usize, what: &str| {
+        let t = Instant::now();
+        let r = request(&s, KEY_A, &ask(model, &format!("{m} {what} {i}")), &[("cache-control", "no-store")])
+            .send()
+            .expect("answers");
+        assert_eq!(r.status, 200, "{}", r.text());
+        t.elapsed().as_secs_f64() * 1000.0
+    };
+    timed("c-paced", 0, "warm");
+    timed("c-free", 0, "warm");
+    std::thread::sleep(Duration::from_millis(500));
+    let commands = |model: &str| {
+        let before = command_counts(&s);
+        for i in 0..N {
+            timed(model, i, "count");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let after = command_counts(&s);
+        let per = |name: &str| (after.get(name).unwrap_or(&0) - before.get(name).unwrap_or(&0)) as f64 / N as f64;
+        let all = (after.values().sum::<u64>() - before.values().sum::<u64>()) as f64 / N as f64;
+        (per("evalsha") + per("eval"), per("incrby"), all)
+    };
+    let (p_scripts, p_incr, p_all) = commands("c-paced");
+    let (f_scripts, f_incr, f_all) = commands("c-free");
+    let (mut paced, mut free) = (Vec::new(), Vec::new());
+    for i in 0..N {
+        paced.push(timed("c-paced", i, "timed"));
+        free.push(timed("c-free", i, "timed"));
+    }
+    let ((pp50, pp99), (fp50, fp99)) = (percentiles(paced), percentiles(free));
+    eprintln!(
+        "pacing check cost on {}: no-store miss to a paced target p50 {pp50:.1} ms p99 {pp99:.1} ms ({p_scripts:.2} script runs, \
+         {p_incr:.2} INCRBY, {p_all:.2} Redis commands in all per request); to an unpaced one p50 {fp50:.1} ms p99 {fp99:.1} ms \
+         ({f_scripts:.2} script runs, {f_incr:.2} INCRBY, {f_all:.2} commands)",
+        ctx.host.name()
+    );
+    assert_eq!((p_scripts, f_scripts), (1.0, 0.0), "one script before a call to a paced target, none otherwise");
+    assert_eq!((p_incr - f_incr).round(), 1.0, "the target's tokens after the call");
 }
