@@ -13,7 +13,7 @@ use llm_edge_cache::prices::{Prices, Usage};
 use serde_json::{json, Value};
 
 use crate::client::*;
-use crate::guard::{command_counts, percentiles};
+use crate::guard::{commands_per_request, percentiles};
 use crate::runner::{eventually, Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -163,19 +163,12 @@ fn cost_of_a_check(ctx: &Ctx) {
     timed(KEY_B, 0, "warm");
     std::thread::sleep(Duration::from_millis(500));
     // Redis commands, tenant by tenant.
-    let commands = |key: &str, what: &str| {
-        let before = command_counts(&s);
-        for i in 0..N {
-            timed(key, i, what);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        let after = command_counts(&s);
-        let per = |name: &str| (after.get(name).unwrap_or(&0) - before.get(name).unwrap_or(&0)) as f64 / N as f64;
-        let all = (after.values().sum::<u64>() - before.values().sum::<u64>()) as f64 / N as f64;
-        (per("evalsha") + per("eval"), per("incrby"), all)
-    };
-    let (b_scripts, b_incr, b_all) = commands(KEY_A, "budget");
-    let (f_scripts, f_incr, f_all) = commands(KEY_B, "free");
+    let (b_scripts, b_incr, b_all) = commands_per_request(&s, N, |i| {
+        timed(KEY_A, i, "budget");
+    });
+    let (f_scripts, f_incr, f_all) = commands_per_request(&s, N, |i| {
+        timed(KEY_B, i, "free");
+    });
     // Latency, interleaved so that the machine's load falls on both alike.
     let (mut budget, mut free) = (Vec::new(), Vec::new());
     for i in 0..N {

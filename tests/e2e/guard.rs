@@ -163,7 +163,7 @@ fn redis_down(ctx: &Ctx) {
 }
 
 /// Redis's own count of each command run so far (`INFO commandstats`).
-pub(crate) fn command_counts(s: &Stack) -> std::collections::BTreeMap<String, u64> {
+fn command_counts(s: &Stack) -> std::collections::BTreeMap<String, u64> {
     let info = redis(s, json!(["INFO", "commandstats"]));
     let text = info.as_str().unwrap_or_default().to_owned();
     text.lines()
@@ -173,6 +173,18 @@ pub(crate) fn command_counts(s: &Stack) -> std::collections::BTreeMap<String, u6
             Some((name.to_owned(), calls))
         })
         .collect()
+}
+
+/// Redis's commands per request while `send` makes `n` requests (and the writes after them
+/// land): script runs (EVALSHA/EVAL), INCRBY, and every command.
+pub(crate) fn commands_per_request(s: &Stack, n: usize, mut send: impl FnMut(usize)) -> (f64, f64, f64) {
+    let before = command_counts(s);
+    (0..n).for_each(&mut send);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = command_counts(s);
+    let per = |name: &str| (after.get(name).unwrap_or(&0) - before.get(name).unwrap_or(&0)) as f64 / n as f64;
+    let all = (after.values().sum::<u64>() - before.values().sum::<u64>()) as f64 / n as f64;
+    (per("evalsha") + per("eval"), per("incrby"), all)
 }
 
 /// Milliseconds at the 50th and 99th percentile.

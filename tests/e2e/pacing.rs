@@ -12,7 +12,7 @@ use devstack::HttpResponse;
 use serde_json::json;
 
 use crate::client::*;
-use crate::guard::{command_counts, early_in_a_minute, percentiles};
+use crate::guard::{commands_per_request, early_in_a_minute, percentiles};
 use crate::runner::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -120,19 +120,12 @@ fn cost_of_a_check(ctx: &Ctx) {
     timed("c-paced", 0, "warm");
     timed("c-free", 0, "warm");
     std::thread::sleep(Duration::from_millis(500));
-    let commands = |model: &str| {
-        let before = command_counts(&s);
-        for i in 0..N {
-            timed(model, i, "count");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        let after = command_counts(&s);
-        let per = |name: &str| (after.get(name).unwrap_or(&0) - before.get(name).unwrap_or(&0)) as f64 / N as f64;
-        let all = (after.values().sum::<u64>() - before.values().sum::<u64>()) as f64 / N as f64;
-        (per("evalsha") + per("eval"), per("incrby"), all)
-    };
-    let (p_scripts, p_incr, p_all) = commands("c-paced");
-    let (f_scripts, f_incr, f_all) = commands("c-free");
+    let (p_scripts, p_incr, p_all) = commands_per_request(&s, N, |i| {
+        timed("c-paced", i, "count");
+    });
+    let (f_scripts, f_incr, f_all) = commands_per_request(&s, N, |i| {
+        timed("c-free", i, "count");
+    });
     let (mut paced, mut free) = (Vec::new(), Vec::new());
     for i in 0..N {
         paced.push(timed("c-paced", i, "timed"));
