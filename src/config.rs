@@ -7,13 +7,16 @@
 //! error. Must not: read the environment itself (values come through the `Vars` port), or put any
 //! value into a problem: problems name variables and fields only.
 
+pub mod browser;
 mod keys;
+pub mod pacing;
 pub mod tenants;
 
 use std::fmt;
 
+pub use browser::BrowserAuth;
 pub use keys::KeyRing;
-pub use tenants::{MaxTokensPolicy, TenantPolicy, Tenants};
+pub use tenants::{Budget, MaxTokensPolicy, OverBudget, TenantPolicy, Tenants};
 
 use crate::ports::Vars;
 use crate::prices::Prices;
@@ -129,6 +132,10 @@ pub struct Config {
     pub store_truncated: bool,
     /// Each tenant's guard rails (`TENANTS`).
     pub tenant_policies: Tenants,
+    /// Signed browser tokens and publishable keys (`config::browser`).
+    pub browser: BrowserAuth,
+    /// Pacing below the providers' declared limits (`PACING_*`).
+    pub pacing: crate::routing::pacing::Pacing,
     /// Target ids taken out of rotation at deploy time (`DISABLED_TARGETS`).
     pub disabled_targets: Vec<String>,
     /// What tokens cost per model (`PRICES` over the built-in table).
@@ -202,6 +209,13 @@ pub const VARIABLES: &[&str] = &[
     "TENANTS",
     "DISABLED_TARGETS",
     "PRICES",
+    "BROWSER_TOKEN_SECRET",
+    "BROWSER_TOKEN_PUBLIC_KEY",
+    "BROWSER_TOKEN_AUDIENCE",
+    "BROWSER_TOKEN_MAX_TTL_SECONDS",
+    "PUBLISHABLE_KEYS",
+    "PACING_SHARE_PERCENT",
+    "PACING_HIGH_WAIT_MS",
 ];
 
 impl Config {
@@ -259,12 +273,15 @@ impl Config {
             max_response_bytes: r.number("MAX_RESPONSE_BYTES", 8 << 20, 1024, 64 << 20) as usize,
         };
         let upstash = r.upstash();
+        let listed = r.list("MODELS");
+        let models = if listed.is_empty() { routes.models().map(str::to_owned).collect() } else { listed };
+        let served = |m: &str| models.iter().any(|x| x == m) && routes.route(m).is_ok();
         let tenant_policies = match r.string("TENANTS") {
-            Some(raw) => Tenants::parse(&raw, |name| tenants.has_name(name), &mut r.problems),
+            Some(raw) => Tenants::parse(&raw, |name| tenants.has_name(name), served, &mut r.problems),
             None => Tenants::default(),
         };
         if tenant_policies.any_rate_limits() && upstash.is_none() {
-            r.problem("TENANTS sets rate limits, which are kept in Redis: without a usable UPSTASH_REDIS_REST_URL and token they are not checked (fail_closed tenants are refused)");
+            r.problem("TENANTS sets rate limits or budgets, which are kept in Redis: without a usable UPSTASH_REDIS_REST_URL and token they are not checked (fail_closed tenants are refused)");
         }
         let disabled_targets = r.list("DISABLED_TARGETS");
         let unknown = disabled_targets.iter().filter(|id| !routes.all_targets().iter().any(|t| &t.id == *id)).count();
@@ -275,8 +292,7 @@ impl Config {
             Some(raw) => Prices::parse(&raw, &mut r.problems),
             None => Prices::default(),
         };
-        let listed = r.list("MODELS");
-        let models = if listed.is_empty() { routes.models().map(str::to_owned).collect() } else { listed };
+        let browser = BrowserAuth::read(vars, |name| tenants.has_name(name), &mut r.problems);
         let config = Config {
             tenants,
             admins,
@@ -299,6 +315,8 @@ impl Config {
             generation: r.generation("CACHE_GENERATION"),
             store_truncated: r.boolean("CACHE_TRUNCATED_ANSWERS", false),
             tenant_policies,
+            browser,
+            pacing: pacing::read(vars, &mut r.problems),
             disabled_targets,
             prices,
         };
@@ -341,6 +359,11 @@ impl Config {
     /// Whether some gateway key belongs to `tenant`.
     pub fn tenant_exists(&self, tenant: &str) -> bool {
         self.tenants.has_name(tenant)
+    }
+
+    /// The tenant named `name`, as kept here, if some gateway key belongs to it.
+    pub fn tenant_named(&self, name: &str) -> Option<&str> {
+        self.tenants.name(name)
     }
 
     /// Whether `ADMIN_KEYS` holds at least one usable key.
@@ -499,6 +522,7 @@ impl<V: Vars> Reader<'_, V> {
             first_byte_timeout_ms: None,
             first_token_timeout_ms: None,
             default_max_tokens: defaults.default_max_tokens,
+            limits: Default::default(),
         })
     }
 }

@@ -18,6 +18,8 @@ pub enum ErrorType {
     Requests,
     /// A 429 of a per-minute token limit.
     Tokens,
+    /// A 429 of a spend budget (OpenAI's `type` for a used-up quota).
+    InsufficientQuota,
     Api,
 }
 
@@ -31,6 +33,7 @@ impl ErrorType {
             ErrorType::RateLimit => "rate_limit_error",
             ErrorType::Requests => "requests",
             ErrorType::Tokens => "tokens",
+            ErrorType::InsufficientQuota => "insufficient_quota",
             ErrorType::Api => "api_error",
         }
     }

@@ -8,6 +8,7 @@
 //! ports, or read time except from `Clock`.
 
 mod admin;
+mod budget;
 mod coalesce;
 mod counters;
 mod embeddings;
@@ -15,7 +16,9 @@ mod guard;
 mod info;
 mod kill;
 mod lookup;
+mod meter;
 mod origin;
+mod pacing;
 mod reply;
 mod streams;
 mod writes;
@@ -28,6 +31,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::api::chat::ChatRequest;
+use crate::auth::{self, Caller};
 use crate::cache::entry::Entry;
 use crate::cache::key::{CacheKey, KeyScope};
 use crate::cache::policy::Policy;
@@ -140,25 +144,21 @@ impl<'a, H: Host> Exchange<'a, H> {
         }
     }
 
-    fn authenticate(&self, headers: &HeaderMap) -> Result<&'a str, ApiError> {
+    /// The caller: a gateway key's tenant, or a browser caller (publishable key, signed token).
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Caller<'a>, ApiError> {
         let key = bearer(headers)?;
+        let origin = headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok());
         let config: &'a Config = self.config;
-        config.tenant_for_key(key).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorType::Authentication,
-                "invalid_api_key",
-                "The gateway key is not valid.",
-            )
-        })
+        auth::identify(config, key, origin, self.host.now_ms())
     }
 
     async fn chat(&mut self, request: Request<Body>) -> Response<Body> {
         let (parts, body) = request.into_parts();
-        let tenant = match self.authenticate(&parts.headers) {
-            Ok(t) => t,
+        let caller = match self.authenticate(&parts.headers) {
+            Ok(caller) => caller,
             Err(e) => return reply::error(&e),
         };
+        let (tenant, end_user) = (caller.tenant, caller.end_user.as_ref());
         let mut parsed = match self.read_request(&parts.headers, body).await {
             Ok(p) => p,
             Err(e) => return reply::error(&e),
@@ -166,26 +166,37 @@ impl<'a, H: Host> Exchange<'a, H> {
         // The tenant's guard rails that need no store: a model it may not use is absent for it.
         let config: &'a Config = self.config;
         let tenant_policy = config.tenant_policies.policy(tenant);
-        if !tenant_policy.allows_model(&parsed.model) {
+        let allowed =
+            |model: &str| tenant_policy.allows_model(model) && end_user.is_none_or(|u| u.policy.allows_model(model));
+        if !allowed(&parsed.model) {
             return reply::error(&model_not_found(&parsed.model));
         }
-        let mut guard = match guard::shape(tenant, tenant_policy, &mut parsed) {
+        let mut guard = match guard::shape(tenant, tenant_policy, end_user, &mut parsed) {
             Ok(g) => g,
             Err(e) => return reply::error(&e),
         };
+        // A tenant known to be past a hard budget that degrades asks for the cheaper model.
+        guard.degrade_if_known(self.host, &mut parsed);
         let policy = match Policy::from_headers(&parts.headers) {
             Ok(p) => p,
             Err(e) => return reply::error(&e),
         };
-        let targets = match self.config.routes.route(&parsed.model) {
-            Ok(targets) => targets,
-            Err(e) => return reply::error(&no_route(e, &parsed.model)),
-        };
-        let scope = KeyScope { generation: &self.config.generation, tenant, namespace: &policy.namespace };
-        let key = CacheKey::chat_in(&scope, &parsed);
-        let mut response = self.cached_chat(&parsed, &policy, key, targets, &mut guard).await;
-        guard.decorate(response.headers_mut());
-        response
+        loop {
+            let targets = match self.config.routes.route(&parsed.model) {
+                Ok(targets) => targets,
+                Err(e) => return reply::error(&no_route(e, &parsed.model)),
+            };
+            let scope = KeyScope { generation: &self.config.generation, tenant, namespace: &policy.namespace };
+            let key = CacheKey::chat_in(&scope, &parsed);
+            let mut response = self.cached_chat(&parsed, &policy, key, targets, &mut guard).await;
+            // Found past a hard budget that degrades on the way to the call: once more, from the
+            // lookup on, as the cheaper model (whose cache key is the request actually sent).
+            if guard.degrade(&mut parsed) {
+                continue;
+            }
+            guard.decorate(response.headers_mut());
+            return response;
+        }
     }
 
     async fn read_request(&self, headers: &HeaderMap, body: Body) -> Result<ChatRequest, ApiError> {
@@ -290,7 +301,8 @@ impl<'a, H: Host> Exchange<'a, H> {
             }
         };
         // The limits, where the cost is: this request calls a provider (a refusal drops the
-        // flight: its followers call for themselves). Then switched-off targets are left out.
+        // flight: its followers call for themselves). Then switched-off targets are left out,
+        // and those at their share of their provider's limits.
         if let Err(e) = self.check_limits(guard, Stage::BeforeCall).await {
             return reply::error_with_cache(&e, &report);
         }
@@ -298,8 +310,13 @@ impl<'a, H: Host> Exchange<'a, H> {
             Ok(live) => live,
             Err(e) => return reply::error_with_cache(&e, &report),
         };
+        // Targets declaring their provider's limits are kept below them (priority permitting).
+        let live = match self.pace(live, guard.policy.priority, guard.estimate()).await {
+            Ok(live) => live,
+            Err(e) => return reply::error_with_cache(&e, &report),
+        };
         let targets = live.as_slice();
-        let meter = self.meter(guard);
+        let meter = self.meter_for(guard, request, targets);
         // With a stale entry in hand, the providers have until the stale deadline to start.
         let deadline = self.origin_deadline(stale.is_some());
         report.served = if policy.bypass.is_some() { Served::Bypass } else { Served::Origin };
@@ -333,7 +350,7 @@ impl<'a, H: Host> Exchange<'a, H> {
             Err(failed) => return self.unanswered(*failed, stale, report, form, flight),
         };
         if let Some(meter) = meter {
-            meter.record(&answered.value.body);
+            meter.record(&answered.value.body, &answered.target.id);
         }
         if policy.write {
             let stored = self.writes().leading(flight).keep(key, &answered.value, &answered.target.id);

@@ -2,6 +2,7 @@
 //! edge function. This file is the module list only; the way of one request is in `gateway`.
 
 pub mod api;
+pub mod auth;
 pub mod cache;
 pub mod coalesce;
 pub mod config;

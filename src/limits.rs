@@ -5,11 +5,14 @@
 //! trip per check); this module says which window `now` is in, how much of the previous one
 //! still counts, whether a request fits, when it would, and what the OpenAI-style headers say.
 //!
+//! `budget` does the same for daily and monthly spend budgets (UTC days and months).
 //! `memory` keeps in isolate memory what costs nothing to know again: tenants refused until a
-//! time, and targets switched off by an operator.
+//! time, tenants past a hard budget until the period ends, and targets switched off by an
+//! operator.
 //! Must not: do IO or read a clock (every time is given), or decide what a client is told
 //! beyond the numbers (the gateway does).
 
+pub mod budget;
 pub mod memory;
 
 /// The window of every per-minute limit.

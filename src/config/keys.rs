@@ -22,8 +22,23 @@ impl fmt::Debug for KeyRing {
     }
 }
 
-fn digest(key: &str) -> [u8; 32] {
+pub(super) fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
+}
+
+/// The value whose key digest is the presented key's. Every stored digest is compared in full,
+/// whatever matches, so the time taken does not depend on which key (or how much of one)
+/// matched.
+pub(super) fn find_digest<'a, T>(entries: &'a [([u8; 32], T)], presented: &str) -> Option<&'a T> {
+    let wanted = digest(presented);
+    let mut found = None;
+    for (d, value) in entries {
+        let diff = d.iter().zip(wanted.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 {
+            found = Some(value);
+        }
+    }
+    found
 }
 
 /// Names: letters, digits, '.', '_' or '-', 1 to 64 of them (they go into cache keys and logs).
@@ -32,18 +47,14 @@ pub fn is_name(s: &str) -> bool {
 }
 
 impl KeyRing {
-    /// The name the presented key belongs to. Every stored digest is compared in full, whatever
-    /// matches, so the time taken does not depend on which key (or how much of one) matched.
+    /// The name the presented key belongs to (compared in constant time: `find_digest`).
     pub fn find(&self, presented: &str) -> Option<&str> {
-        let wanted = digest(presented);
-        let mut found = None;
-        for (d, name) in &self.entries {
-            let diff = d.iter().zip(wanted.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            if diff == 0 {
-                found = Some(name.as_str());
-            }
-        }
-        found
+        find_digest(&self.entries, presented).map(String::as_str)
+    }
+
+    /// The name as kept here, when some key belongs to `name`.
+    pub fn name(&self, name: &str) -> Option<&str> {
+        self.entries.iter().map(|(_, n)| n.as_str()).find(|n| *n == name)
     }
 
     /// Whether some key belongs to `name`.

@@ -4,7 +4,8 @@
 //!
 //! `requests_per_minute`, `tokens_per_minute`, `max_tokens_cap` with `max_tokens_policy`
 //! (`clamp` | `refuse`), `max_input_tokens`, `models` (an allow-list), `count_cache_hits`,
-//! `fail_closed`.
+//! `fail_closed`, `priority` (`high` | `normal` | `low`, for pacing), and the budget fields
+//! (`budget`).
 //!
 //! Every problem is reported at once, naming the tenant and the field, never a value; an entry
 //! with a problem is dropped (its tenant falls back to `"*"`, or to no guard rails), never fatal.
@@ -12,11 +13,15 @@
 //! new arms of `read_field`; nothing else here has to change.
 //! Must not: read variables itself, or put a value into a problem.
 
+mod budget;
+
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
 use super::keys::is_name;
+use crate::routing::pacing::Priority;
+pub use budget::{Budget, OverBudget};
 
 /// What happens to a request whose `max_tokens` is over the cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,12 +48,21 @@ pub struct TenantPolicy {
     /// Refuse (503 `rate_limit_unavailable`) rather than serve unchecked when the limits
     /// cannot be checked (Redis down or slow).
     pub fail_closed: bool,
+    /// Daily and monthly spend budgets, and what happens past them.
+    pub budget: Budget,
+    /// Its place when a target is paced below its provider's limits.
+    pub priority: Priority,
 }
 
 impl TenantPolicy {
     /// Whether a limit is kept in Redis for this tenant.
     pub fn has_rate_limits(&self) -> bool {
         self.requests_per_minute.is_some() || self.tokens_per_minute.is_some()
+    }
+
+    /// Whether anything of this tenant is kept in Redis (limits or spend).
+    pub fn uses_redis(&self) -> bool {
+        self.has_rate_limits() || self.budget.is_set()
     }
 
     /// Whether the tenant may use `model`.
@@ -74,6 +88,8 @@ static NONE: TenantPolicy = TenantPolicy {
     models: None,
     count_cache_hits: false,
     fail_closed: false,
+    budget: Budget::NONE,
+    priority: Priority::Normal,
 };
 
 /// The largest number a limit field takes.
@@ -85,14 +101,19 @@ impl Tenants {
         self.by_name.get(tenant).or(self.default.as_ref()).unwrap_or(&NONE)
     }
 
-    /// Whether any tenant has limits kept in Redis.
+    /// Whether any tenant has limits or budgets kept in Redis.
     pub fn any_rate_limits(&self) -> bool {
-        self.by_name.values().chain(self.default.iter()).any(TenantPolicy::has_rate_limits)
+        self.by_name.values().chain(self.default.iter()).any(TenantPolicy::uses_redis)
     }
 
     /// Reads `raw` (the `TENANTS` variable). `is_tenant` says whether a name belongs to some
-    /// gateway key. Every problem goes to `problems`.
-    pub fn parse(raw: &str, is_tenant: impl Fn(&str) -> bool, problems: &mut Vec<String>) -> Tenants {
+    /// gateway key, `is_model` whether a model is routed. Every problem goes to `problems`.
+    pub fn parse(
+        raw: &str,
+        is_tenant: impl Fn(&str) -> bool,
+        is_model: impl Fn(&str) -> bool,
+        problems: &mut Vec<String>,
+    ) -> Tenants {
         let parsed: BTreeMap<String, Value> = match serde_json::from_str(raw) {
             Ok(p) => p,
             Err(e) => {
@@ -122,11 +143,14 @@ impl Tenants {
             };
             let mut policy = TenantPolicy::default();
             let mut wrong = Vec::new();
+            let mut budget = budget::RawBudget::default();
             for (field, value) in &fields {
-                if let Err(why) = read_field(&mut policy, field, value) {
+                let read = budget.read(field, value).unwrap_or_else(|| read_field(&mut policy, field, value));
+                if let Err(why) = read {
                     wrong.push(why);
                 }
             }
+            policy.budget = budget.finish(&is_model, |m| policy.allows_model(m), &mut wrong);
             if policy.max_tokens_cap.is_none() && fields.contains_key("max_tokens_policy") {
                 wrong.push("'max_tokens_policy' needs 'max_tokens_cap'".to_owned());
             }
@@ -179,6 +203,12 @@ fn read_field(policy: &mut TenantPolicy, field: &str, value: &Value) -> Result<(
             policy.models = Some(names.ok_or_else(|| format!("'{field}' must be a list of model names"))?);
         }
         "count_cache_hits" => policy.count_cache_hits = flag()?,
+        "priority" => {
+            policy.priority = value
+                .as_str()
+                .and_then(Priority::parse)
+                .ok_or_else(|| format!("'{field}' must be \"high\", \"normal\" or \"low\""))?
+        }
         "fail_closed" => policy.fail_closed = flag()?,
         // A field's name is shown only when it looks like one (never a pasted value).
         _ if is_name(field) && field.len() <= 40 => return Err(format!("unknown field '{field}'")),

@@ -25,10 +25,11 @@ use crate::routing::table::Target;
 impl<'a, H: Host> Exchange<'a, H> {
     pub(super) async fn embeddings(&mut self, request: Request<Body>) -> Response<Body> {
         let (parts, body) = request.into_parts();
-        let tenant = match self.authenticate(&parts.headers) {
-            Ok(t) => t,
+        let caller = match self.authenticate(&parts.headers) {
+            Ok(caller) => caller,
             Err(e) => return reply::error(&e),
         };
+        let tenant = caller.tenant;
         let parsed = match self.read_json(&parts.headers, body, self.config.max_body_bytes).await {
             Ok(object) => EmbeddingsRequest::from_object(object),
             Err(e) => Err(e),
@@ -38,7 +39,9 @@ impl<'a, H: Host> Exchange<'a, H> {
             Err(e) => return reply::error(&e),
         };
         let config: &'a crate::config::Config = self.config;
-        if !config.tenant_policies.policy(tenant).allows_model(&parsed.model) {
+        let allowed = config.tenant_policies.policy(tenant).allows_model(&parsed.model)
+            && caller.end_user.as_ref().is_none_or(|u| u.policy.allows_model(&parsed.model));
+        if !allowed {
             return reply::error(&model_not_found(&parsed.model));
         }
         let policy = match Policy::from_headers(&parts.headers) {

@@ -8,9 +8,15 @@
 //!   then judged on the miss path from the same reply, with no second round trip). One Redis
 //!   round trip (`stores::redis::check_limits`), none for a tenant this isolate already knows to
 //!   be refused until a time (`limits::memory`);
-//! - `Meter`: after the answer, in the background, the provider's reported usage is added to
-//!   the tenant's token counter (streams: from the relay's assembled answer when the stream
-//!   ends, never from the client's bytes, which may have had the usage chunk removed).
+//! - budgets (`budget`): the same round trip reads the tenant's recorded spend today and this
+//!   month; past a soft threshold the answer warns, past a hard one the request is refused or
+//!   degraded to a cheaper model (the gateway then asks again, from the lookup on, as that
+//!   model); a tenant past a hard budget is remembered until the period ends;
+//! - `meter`: after the answer, in the background, the provider's reported usage is added to
+//!   the tenant's token counter and its cost to the spend counters.
+//!
+//! - a browser caller's own limits (a token's or a publishable key's, `auth::EndUser`): checked
+//!   after the tenant's, by the same script, as a subject of their own.
 //!
 //! Fail open: Redis down or slow (bounded by `REDIS_TIMEOUT_MS`) lets the request through,
 //! logged (`limit_check_failed`) and counted; a `fail_closed` tenant gets a 503
@@ -20,13 +26,17 @@
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
-use super::{log_line, Exchange, WRITE_TIMEOUT_MS};
+use super::budget::BudgetNote;
+use super::meter::Meter;
+use super::Exchange;
 use crate::api::chat::ChatRequest;
-use crate::config::{MaxTokensPolicy, TenantPolicy, UpstashConfig};
+use crate::auth::EndUser;
+use crate::config::{MaxTokensPolicy, TenantPolicy};
 use crate::error::{ApiError, ErrorType};
 use crate::limits::memory::Blocked;
-use crate::limits::{duration, estimate_input_tokens, used_tokens, Counts, Kind, Position, Standing};
+use crate::limits::{duration, estimate_input_tokens, Counts, Kind, Position, Standing};
 use crate::ports::{with_timeout, Host};
+use crate::routing::table::Target;
 use crate::stores::redis::{LimitCheck, LimitReply, Redis};
 
 /// The fields that ask for at most so many output tokens.
@@ -44,6 +54,10 @@ pub(super) struct Guard<'c> {
     standings: Vec<Standing>,
     /// The reply of a check made before the lookup (`count_cache_hits`), with its time.
     early: Option<(Position, LimitReply)>,
+    /// What the budgets said.
+    pub budget: BudgetNote,
+    /// A browser caller's own limits (`auth::EndUser`), checked after the tenant's, the same way.
+    user: Option<Box<Guard<'c>>>,
 }
 
 /// Where a check happens.
@@ -59,6 +73,7 @@ pub(super) enum Stage {
 pub(super) fn shape<'c>(
     tenant: &'c str,
     policy: &'c TenantPolicy,
+    end_user: Option<&'c EndUser>,
     request: &mut ChatRequest,
 ) -> Result<Guard<'c>, ApiError> {
     let input = estimate_input_tokens(&request.messages);
@@ -90,16 +105,32 @@ pub(super) fn shape<'c>(
     }
     let output = MAX_TOKENS_FIELDS.iter().filter_map(|f| request.params.get(*f).and_then(Value::as_u64)).min();
     let estimate = input.saturating_add(output.unwrap_or(0));
-    Ok(Guard { tenant, policy, clamped, estimate, standings: Vec::new(), early: None })
+    let guard = |tenant, policy, user| Guard {
+        tenant,
+        policy,
+        clamped,
+        estimate,
+        standings: Vec::new(),
+        early: None,
+        budget: BudgetNote::default(),
+        user,
+    };
+    let user = end_user.map(|u| Box::new(guard(u.subject.as_str(), &u.policy, None)));
+    Ok(guard(tenant, policy, user))
 }
 
 impl Guard<'_> {
+    /// Estimated tokens of the call: input plus the output asked for.
+    pub fn estimate(&self) -> u64 {
+        self.estimate
+    }
+
     /// Whether a check happens at `stage`.
     pub fn checks_at(&self, stage: Stage) -> bool {
         let p = self.policy;
         match stage {
-            Stage::BeforeLookup => p.count_cache_hits && p.requests_per_minute.is_some(),
-            Stage::BeforeCall => p.has_rate_limits(),
+            Stage::BeforeLookup => p.count_cache_hits && p.requests_per_minute.is_some() && self.early.is_none(),
+            Stage::BeforeCall => p.has_rate_limits() || self.checks_budget(),
         }
     }
 
@@ -116,17 +147,25 @@ impl Guard<'_> {
         if let Some(cap) = self.clamped {
             headers.insert(HeaderName::from_static("x-max-tokens-clamped"), HeaderValue::from(cap));
         }
-    }
-
-    /// Whether tokens are to be counted after the answer.
-    pub fn meters_tokens(&self) -> bool {
-        self.policy.tokens_per_minute.is_some()
+        self.budget.decorate(headers);
+        if let Some(user) = &self.user {
+            user.decorate(headers);
+        }
     }
 }
 
 impl<H: Host> Exchange<'_, H> {
     /// The limits check of `stage` (see the module documentation): `Err` is the client's answer.
     pub(super) async fn check_limits(&self, guard: &mut Guard<'_>, stage: Stage) -> Result<(), ApiError> {
+        self.check_one(guard, stage).await?;
+        match guard.user.as_deref_mut() {
+            Some(user) => self.check_one(user, stage).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The check of one set of limits (a tenant's, or an end user's).
+    async fn check_one(&self, guard: &mut Guard<'_>, stage: Stage) -> Result<(), ApiError> {
         if !guard.checks_at(stage) {
             return Ok(());
         }
@@ -143,6 +182,9 @@ impl<H: Host> Exchange<'_, H> {
             kinds.push(Kind::Tokens);
         }
         // A refusal this isolate remembers costs no Redis call.
+        if stage == Stage::BeforeCall {
+            self.budget_from_memory(guard, now)?;
+        }
         if let Some(blocked) = self.host.limits().blocked(guard.tenant, now, &kinds) {
             let mut standing = blocked.standing;
             standing.reset_ms = blocked.until_ms - now;
@@ -158,6 +200,7 @@ impl<H: Host> Exchange<'_, H> {
                     tokens_per_minute: p.tokens_per_minute,
                     token_estimate: guard.estimate,
                     tokens_gate: judge_tokens,
+                    budget: guard.budget_check(now, stage),
                 };
                 match self.limit_round_trip(guard.tenant, &check).await {
                     Some(reply) => reply,
@@ -168,7 +211,13 @@ impl<H: Host> Exchange<'_, H> {
         if stage == Stage::BeforeLookup {
             guard.early = Some((at, reply));
         }
-        self.judge_limits(guard, at, reply, count_requests, judge_tokens)
+        self.judge_limits(guard, at, reply, count_requests, judge_tokens)?;
+        if stage == Stage::BeforeCall && guard.checks_budget() {
+            // Degraded, the request is asked again; its rate limits are then judged from this
+            // reply (counted once), its budget not again.
+            self.judge_budget(guard, now, &reply).inspect_err(|_| guard.early = Some((at, reply)))?;
+        }
+        Ok(())
     }
 
     /// Turns Redis's numbers into the headers and a verdict, remembering a refusal.
@@ -230,6 +279,15 @@ impl<H: Host> Exchange<'_, H> {
         None
     }
 
+    /// What records the usage of this request's call of `request`'s model to `targets`, if
+    /// anything of it is kept.
+    pub(super) fn meter_for(&self, guard: &Guard<'_>, request: &ChatRequest, targets: &[Target]) -> Option<Meter<H>> {
+        let counted = |g: &Guard<'_>| g.policy.tokens_per_minute.is_some().then(|| g.tenant.to_owned());
+        let mut subjects: Vec<String> = counted(guard).into_iter().collect();
+        subjects.extend(guard.user.as_deref().and_then(counted));
+        self.meter(guard.tenant, subjects, guard.policy.budget.is_set(), &request.model, targets)
+    }
+
     /// The limits could not be checked: through (counted) or, for a fail-closed tenant, a 503.
     fn unchecked(&self, guard: &Guard<'_>) -> Result<(), ApiError> {
         let memory = self.host.limits();
@@ -244,17 +302,6 @@ impl<H: Host> Exchange<'_, H> {
             "The rate limits of this key cannot be checked right now, and it is set to refuse then; try again shortly.",
         )
         .with_retry_after(Some(1)))
-    }
-
-    /// What records the tokens of this request's provider call, if any are counted.
-    pub(super) fn meter(&self, guard: &Guard<'_>) -> Option<Meter<H>> {
-        let upstash = self.config.upstash.clone().filter(|_| guard.meters_tokens())?;
-        Some(Meter {
-            host: self.host.clone(),
-            upstash,
-            tenant: guard.tenant.to_owned(),
-            request_id: self.request_id.to_owned(),
-        })
     }
 }
 
@@ -283,29 +330,4 @@ fn refusal(tenant: &str, standing: &Standing, wait_ms: u64, estimate: u64, fits_
     };
     ApiError::new(StatusCode::TOO_MANY_REQUESTS, kind, "rate_limit_exceeded", message)
         .with_retry_after(Some(wait_ms.div_ceil(1000).max(1)))
-}
-
-/// Adds the tokens a provider call used to its tenant's counter, after the response.
-pub(super) struct Meter<H: Host> {
-    host: H,
-    upstash: UpstashConfig,
-    tenant: String,
-    request_id: String,
-}
-
-impl<H: Host> Meter<H> {
-    /// Records the usage of an answer's body (an OpenAI chat completion); nothing without usage.
-    pub fn record(self, body: &[u8]) {
-        let usage = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("usage").and_then(used_tokens));
-        let Some(tokens) = usage.filter(|n| *n > 0) else { return };
-        let window = Position::at(self.host.now_ms()).window;
-        let host = self.host.clone();
-        self.host.spawn_background(Box::pin(async move {
-            let redis = Redis::new(&self.upstash);
-            if let Err(e) = redis.add_tokens(&host, &self.tenant, window, tokens, WRITE_TIMEOUT_MS).await {
-                let fields = json!({"tenant": self.tenant, "tokens": tokens, "detail": e.to_string()});
-                log_line(&host, &self.request_id, "warn", "tokens_not_counted", fields);
-            }
-        }));
-    }
 }

@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
 use serde_json::json;
 
-use super::guard::Meter;
+use super::meter::Meter;
 use super::origin::share_health;
 use super::writes::Writes;
 use crate::api::chat::ChatRequest;
@@ -148,7 +148,7 @@ impl<H: Host> StreamEnd<H> {
         // bytes: a client that did not ask for usage was not shown it.
         let answer = if self.key.is_some() || self.meter.is_some() { relay.answer() } else { None };
         if let (Some(meter), Some(Ok(answer))) = (self.meter, &answer) {
-            meter.record(&answer.body);
+            meter.record(&answer.body, &self.target);
         }
         let Some(key) = self.key else { return };
         match answer {

@@ -2,6 +2,7 @@
 //! no Redis call to know again:
 //! - **blocked tenants**: a tenant refused by a limit is refused again, from memory, until the
 //!   time the refusal said it would fit again;
+//! - **tenants past a hard budget**: refused (or degraded) from memory until the period ends;
 //! - **switched-off targets**: the kill switches last read from Redis (or set by an admin call in
 //!   this isolate), and when they were read, so that the gateway re-reads them once they are
 //!   older than its bound.
@@ -12,6 +13,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
+use super::budget::BudgetStanding;
 use super::{Kind, Standing};
 
 /// A refusal remembered: until when, and what the headers said.
@@ -25,6 +27,8 @@ pub struct Blocked {
 #[derive(Debug, Default)]
 pub struct LimitMemory {
     blocked: RefCell<HashMap<(String, KindKey), Blocked>>,
+    /// Tenant → the budget it is past, and until when (the period's end).
+    over_budget: RefCell<HashMap<String, (BudgetStanding, u64)>>,
     /// Target id → switched off until (ms since the epoch; `u64::MAX`: until switched on).
     kills: RefCell<HashMap<String, u64>>,
     /// When the switches were last read from Redis (0: never).
@@ -60,6 +64,18 @@ impl LimitMemory {
         kinds.iter().find_map(|k| map.get(&(tenant.to_owned(), key(*k))).copied())
     }
 
+    /// Remembers that `tenant` is past a hard budget until `until_ms`.
+    pub fn over_budget(&self, tenant: &str, standing: BudgetStanding, until_ms: u64) {
+        self.over_budget.borrow_mut().insert(tenant.to_owned(), (standing, until_ms));
+    }
+
+    /// The hard budget `tenant` is known to be past at `now_ms`, and until when.
+    pub fn past_budget(&self, tenant: &str, now_ms: u64) -> Option<(BudgetStanding, u64)> {
+        let mut map = self.over_budget.borrow_mut();
+        map.retain(|_, (_, until)| *until > now_ms);
+        map.get(tenant).copied()
+    }
+
     /// Replaces what is known of the switches with what was read at `now_ms`.
     pub fn set_kills(&self, kills: HashMap<String, u64>, now_ms: u64) {
         *self.kills.borrow_mut() = kills;
@@ -83,6 +99,7 @@ impl LimitMemory {
     /// Forgets everything (what a new instance starts with).
     pub fn clear(&self) {
         self.blocked.borrow_mut().clear();
+        self.over_budget.borrow_mut().clear();
         self.kills.borrow_mut().clear();
         self.kills_read_ms.set(0);
         self.failed_open.set(0);

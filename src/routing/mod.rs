@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod failover;
 pub mod health;
+pub mod pacing;
 pub mod select;
 pub mod sharing;
 pub mod table;

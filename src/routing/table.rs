@@ -85,6 +85,21 @@ pub struct Target {
     pub first_token_timeout_ms: Option<u64>,
     /// Anthropic requires `max_tokens`; this is sent when the client gives none.
     pub default_max_tokens: u64,
+    /// The provider's per-minute limits, kept below by pacing (`routing::pacing`).
+    pub limits: ProviderLimits,
+}
+
+/// A provider's own per-minute limits, as a target declares them (`rpm`, `tpm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProviderLimits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+}
+
+impl ProviderLimits {
+    pub fn is_set(&self) -> bool {
+        self.rpm.is_some() || self.tpm.is_some()
+    }
 }
 
 impl Target {
@@ -246,10 +261,14 @@ struct RawTarget {
     first_token_timeout_ms: Option<u64>,
     #[serde(default)]
     max_tokens: Option<u64>,
+    #[serde(default)]
+    rpm: Option<u64>,
+    #[serde(default)]
+    tpm: Option<u64>,
 }
 
 /// The fields a target may have, for problems (never a value).
-const FIELDS: &str = "provider, model, id, base_url, key, weight, priority, timeout_ms, first_byte_timeout_ms, first_token_timeout_ms, max_tokens";
+const FIELDS: &str = "provider, model, id, base_url, key, weight, priority, timeout_ms, first_byte_timeout_ms, first_token_timeout_ms, max_tokens, rpm, tpm";
 
 impl RawTarget {
     /// One target from its JSON, or what is wrong with it in words that quote no value.
@@ -350,6 +369,11 @@ impl RawTarget {
                 problems.push(format!("{at}: {name} must be from 1 to 600000"));
             }
         }
+        for (name, value) in [("rpm", self.rpm), ("tpm", self.tpm)] {
+            if value.is_some_and(|v| v == 0 || v > 1_000_000_000) {
+                problems.push(format!("{at}: {name} must be from 1 to 1000000000"));
+            }
+        }
         let id = self.id.clone().unwrap_or_else(|| match &self.model {
             Some(model) => format!("{}:{model}", self.provider),
             None => self.provider.clone(),
@@ -372,6 +396,7 @@ impl RawTarget {
             first_byte_timeout_ms: self.first_byte_timeout_ms,
             first_token_timeout_ms: self.first_token_timeout_ms,
             default_max_tokens: self.max_tokens.unwrap_or(defaults.default_max_tokens),
+            limits: ProviderLimits { rpm: self.rpm, tpm: self.tpm },
         })
     }
 }

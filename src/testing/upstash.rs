@@ -391,21 +391,29 @@ fn zadd(data: &mut HashMap<String, Stored>, key: &str, args: &[&str]) -> Result<
 }
 
 /// `window.lua`, modelled: `numkeys` then four keys (requests now and before, tokens now and
-/// before), then the request limit, token limit, token estimate, previous window's weight (ppm),
-/// counter expiry (ms) and whether the token limit refuses too.
+/// before) and, with budgets, two more (spend today, this month), then the request limit, token
+/// limit, token estimate, previous window's weight (ppm), counter expiry (ms), whether the token
+/// limit refuses too, and the spend at which today's and this month's budgets refuse.
 fn window_script(data: &mut HashMap<String, Stored>, args: &[String], now_ms: u64) -> Result<Json, String> {
-    let [numkeys, rc_key, rp_key, tc_key, tp_key, rl, tl, cost, w, ttl, gate] = args else {
+    let (keys, rest) = match args.first().map(String::as_str) {
+        Some("4") if args.len() == 13 => args[1..].split_at(4),
+        Some("6") if args.len() == 15 => args[1..].split_at(6),
+        _ => return Err("ERR the window script takes 4 or 6 keys and 8 arguments".into()),
+    };
+    let [rl, tl, cost, w, ttl, gate, dl, ml] = rest else {
         return Err("ERR wrong number of arguments for the window script".into());
     };
-    if numkeys != "4" {
-        return Err("ERR the window script takes 4 keys".into());
-    }
     let count = |data: &HashMap<String, Stored>, key: &str| -> Result<u64, String> {
         string(data, key)?.map_or(Ok(0), |s| s.parse::<u64>().map_err(|_| NOT_INTEGER.to_owned()))
     };
     let number = |s: &str| s.parse::<u64>().map_err(|_| NOT_INTEGER.to_owned());
-    let (mut rc, rp, tc, tp) = (count(data, rc_key)?, count(data, rp_key)?, count(data, tc_key)?, count(data, tp_key)?);
-    let (rl, tl, cost, w) = (number(rl)?, number(tl)?, number(cost)?, number(w)?);
+    let (mut rc, rp, tc, tp) =
+        (count(data, &keys[0])?, count(data, &keys[1])?, count(data, &keys[2])?, count(data, &keys[3])?);
+    let (sd, sm) = match keys.get(4..6) {
+        Some([day, month]) => (count(data, day)?, count(data, month)?),
+        _ => (0, 0),
+    };
+    let (rl, tl, cost, w, dl, ml) = (number(rl)?, number(tl)?, number(cost)?, number(w)?, number(dl)?, number(ml)?);
     let mut ok = 1;
     if rl > 0 && rp * w / 1_000_000 + rc + 1 > rl {
         ok = 0;
@@ -413,9 +421,12 @@ fn window_script(data: &mut HashMap<String, Stored>, args: &[String], now_ms: u6
     if gate == "1" && tl > 0 && tp * w / 1_000_000 + tc + cost > tl {
         ok = 0;
     }
-    if ok == 1 && rl > 0 {
-        rc = incr_by(data, rc_key, 1)?.as_u64().unwrap_or(0);
-        pexpire(data, rc_key, number(ttl)? as i64, None, now_ms)?;
+    if (dl > 0 && sd >= dl) || (ml > 0 && sm >= ml) {
+        ok = 0;
     }
-    Ok(json!([ok, rc, rp, tc, tp]))
+    if ok == 1 && rl > 0 {
+        rc = incr_by(data, &keys[0], 1)?.as_u64().unwrap_or(0);
+        pexpire(data, &keys[0], number(ttl)? as i64, None, now_ms)?;
+    }
+    Ok(json!([ok, rc, rp, tc, tp, sd, sm]))
 }

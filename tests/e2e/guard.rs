@@ -27,7 +27,7 @@ pub fn scenarios() -> Vec<Scenario> {
 
 /// Waits for a fresh minute when this one is nearly over, so that a scenario's requests fall
 /// into one fixed window (the sliding window lets some of the last one go as it rolls over).
-fn early_in_a_minute() {
+pub(crate) fn early_in_a_minute() {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let into = ms % 60_000;
     if into > 40_000 {
@@ -175,8 +175,20 @@ fn command_counts(s: &Stack) -> std::collections::BTreeMap<String, u64> {
         .collect()
 }
 
+/// Redis's commands per request while `send` makes `n` requests (and the writes after them
+/// land): script runs (EVALSHA/EVAL), INCRBY, and every command.
+pub(crate) fn commands_per_request(s: &Stack, n: usize, mut send: impl FnMut(usize)) -> (f64, f64, f64) {
+    let before = command_counts(s);
+    (0..n).for_each(&mut send);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = command_counts(s);
+    let per = |name: &str| (after.get(name).unwrap_or(&0) - before.get(name).unwrap_or(&0)) as f64 / n as f64;
+    let all = (after.values().sum::<u64>() - before.values().sum::<u64>()) as f64 / n as f64;
+    (per("evalsha") + per("eval"), per("incrby"), all)
+}
+
 /// Milliseconds at the 50th and 99th percentile.
-fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
+pub(crate) fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
     ms.sort_by(f64::total_cmp);
     let at = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
     (at(0.5), at(0.99))

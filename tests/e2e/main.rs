@@ -11,6 +11,10 @@
 #[cfg(not(target_arch = "wasm32"))]
 mod admin;
 #[cfg(not(target_arch = "wasm32"))]
+mod browser;
+#[cfg(not(target_arch = "wasm32"))]
+mod budget;
+#[cfg(not(target_arch = "wasm32"))]
 mod cache;
 #[cfg(not(target_arch = "wasm32"))]
 mod client;
@@ -24,6 +28,8 @@ mod failopen;
 mod guard;
 #[cfg(not(target_arch = "wasm32"))]
 mod input;
+#[cfg(not(target_arch = "wasm32"))]
+mod pacing;
 #[cfg(not(target_arch = "wasm32"))]
 mod parity;
 #[cfg(not(target_arch = "wasm32"))]

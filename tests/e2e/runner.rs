@@ -112,6 +112,9 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(crate::admin::scenarios());
     all.extend(crate::guard::scenarios());
     all.extend(crate::embeddings::scenarios());
+    all.extend(crate::budget::scenarios());
+    all.extend(crate::browser::scenarios());
+    all.extend(crate::pacing::scenarios());
     all
 }
 

@@ -226,6 +226,7 @@ pub fn target(kind: ProviderKind, model: &str) -> Target {
         first_byte_timeout_ms: None,
         first_token_timeout_ms: None,
         default_max_tokens: 1024,
+        limits: Default::default(),
     }
 }
 

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `{prefix}:limit:{tenant}:requests:{window}` | requests counted in one fixed minute (`limits::Position::window`), expiring two minutes later |
 //! | `{prefix}:limit:{tenant}:tokens:{window}` | tokens the provider reported in that minute (`INCRBY` after the answer) |
+//! | `{prefix}:spend:...` | spend per tenant and per target, per UTC day and month: see `spend` (the check reads the tenant's) |
 //! | `{prefix}:kill:{target id}` | the target is switched off until this time (ms since the epoch; `0`: until switched on), with the same expiry when a time is given |
 //!
 //! A check is one script (`window.lua`) run with `EVALSHA`, and with `EVAL` when Redis answers
@@ -17,9 +18,11 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+use super::spend::{spend_key, Owner};
 use super::{err, Redis};
 use crate::api::json_type_name;
 use crate::error::{StoreError, StoreErrorKind};
+use crate::limits::budget::{Date, Period};
 use crate::limits::{Counts, Kind, Position, COUNTER_TTL_MS};
 use crate::ports::{Clock, Http};
 
@@ -27,7 +30,7 @@ use crate::ports::{Clock, Http};
 pub const WINDOW_SCRIPT: &str = include_str!("window.lua");
 /// SHA-1 of `WINDOW_SCRIPT`, what `EVALSHA` names it by (checked against Redis's own
 /// `SCRIPT LOAD` by the end-to-end suite).
-pub const WINDOW_SCRIPT_SHA1: &str = "dc448605ec73d135ca06fdeed66d69b39074d0dc";
+pub const WINDOW_SCRIPT_SHA1: &str = "29be30e64cc46c26f513da1f17f67552d8e91994";
 
 /// The Redis key of a tenant's counter of `kind` in fixed window `window`.
 pub fn limit_key(prefix: &str, tenant: &str, kind: Kind, window: u64) -> String {
@@ -50,6 +53,17 @@ pub struct LimitCheck {
     /// Whether the token limit also decides whether the request is counted (false: counted on
     /// the request limit alone; the gateway judges tokens later from the numbers returned).
     pub tokens_gate: bool,
+    /// With budgets: today's date (UTC), and the spend (nano-dollars) at which the day's and
+    /// the month's budgets refuse (0: they do not; a degrading budget never refuses).
+    pub budget: Option<BudgetCheck>,
+}
+
+/// The budget part of a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetCheck {
+    pub date: Date,
+    pub day_refuses_at: u64,
+    pub month_refuses_at: u64,
 }
 
 /// What Redis said to a check.
@@ -60,6 +74,9 @@ pub struct LimitReply {
     /// Requests in this and the previous window (this request included when admitted).
     pub requests: Counts,
     pub tokens: Counts,
+    /// The tenant's recorded spend today and this month (0 without budgets).
+    pub spent_day: u64,
+    pub spent_month: u64,
 }
 
 impl Redis<'_> {
@@ -73,12 +90,18 @@ impl Redis<'_> {
     ) -> Result<LimitReply, StoreError> {
         let prefix = self.prefix();
         let (now, before) = (check.at.window, check.at.window.saturating_sub(1));
-        let keys = [
+        let mut keys = vec![
             limit_key(prefix, tenant, Kind::Requests, now),
             limit_key(prefix, tenant, Kind::Requests, before),
             limit_key(prefix, tenant, Kind::Tokens, now),
             limit_key(prefix, tenant, Kind::Tokens, before),
         ];
+        if let Some(budget) = &check.budget {
+            keys.push(spend_key(prefix, Owner::Tenant(tenant), Period::Day, budget.date));
+            keys.push(spend_key(prefix, Owner::Tenant(tenant), Period::Month, budget.date));
+        }
+        let numkeys = keys.len().to_string();
+        let refuses = check.budget.map_or((0, 0), |b| (b.day_refuses_at, b.month_refuses_at));
         let args = [
             check.requests_per_minute.unwrap_or(0).to_string(),
             check.tokens_per_minute.unwrap_or(0).to_string(),
@@ -86,9 +109,11 @@ impl Redis<'_> {
             check.at.previous_weight_ppm().to_string(),
             COUNTER_TTL_MS.to_string(),
             if check.tokens_gate { "1" } else { "0" }.to_owned(),
+            refuses.0.to_string(),
+            refuses.1.to_string(),
         ];
         let command = |first: &'static str, script: &'static str| {
-            let mut all: Vec<&str> = vec![first, script, "4"];
+            let mut all: Vec<&str> = vec![first, script, numkeys.as_str()];
             all.extend(keys.iter().map(String::as_str));
             all.extend(args.iter().map(String::as_str));
             all
@@ -104,10 +129,10 @@ impl Redis<'_> {
         };
         let reply = reply.map_err(|message| err("limit", StoreErrorKind::Protocol(message)))?;
         let numbers: Option<Vec<u64>> = match &reply {
-            Value::Array(items) if items.len() == 5 => items.iter().map(Value::as_u64).collect(),
+            Value::Array(items) if items.len() == 7 => items.iter().map(Value::as_u64).collect(),
             _ => None,
         };
-        let Some([ok, rc, rp, tc, tp]) = numbers.as_deref().and_then(|n| <[u64; 5]>::try_from(n).ok()) else {
+        let Some([ok, rc, rp, tc, tp, sd, sm]) = numbers.as_deref().and_then(|n| <[u64; 7]>::try_from(n).ok()) else {
             let why = format!("the limit script returned {}", json_type_name(&reply));
             return Err(err("limit", StoreErrorKind::Protocol(why)));
         };
@@ -115,28 +140,9 @@ impl Redis<'_> {
             admitted: ok == 1,
             requests: Counts { current: rc, previous: rp },
             tokens: Counts { current: tc, previous: tp },
+            spent_day: sd,
+            spent_month: sm,
         })
-    }
-
-    /// Adds the tokens an answer used to `tenant`'s counter of `window` (one round trip).
-    pub async fn add_tokens<H: Http + Clock>(
-        &self,
-        host: &H,
-        tenant: &str,
-        window: u64,
-        tokens: u64,
-        timeout_ms: u64,
-    ) -> Result<(), StoreError> {
-        let key = limit_key(self.prefix(), tenant, Kind::Tokens, window);
-        let commands = [
-            vec!["INCRBY".to_owned(), key.clone(), tokens.to_string()],
-            vec!["PEXPIRE".to_owned(), key, COUNTER_TTL_MS.to_string()],
-        ];
-        let replies = self.rest.pipeline(host, "tokens", &commands, 1024, timeout_ms).await?;
-        match replies.into_iter().find_map(Result::err) {
-            Some(message) => Err(err("tokens", StoreErrorKind::Protocol(message))),
-            None => Ok(()),
-        }
     }
 
     /// The kill switches of `ids` that are on: id → until (ms; `u64::MAX`: until switched on).

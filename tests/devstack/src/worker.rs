@@ -127,9 +127,9 @@ impl WorkerProcess {
     }
 }
 
-/// Keys, tokens and the key maps (gateway and admin) are secrets.
+/// Keys, tokens, shared secrets and the key maps (gateway, admin, publishable) are secrets.
 fn is_secret(name: &str) -> bool {
-    name.ends_with("_KEYS") || name.ends_with("_KEY") || name.ends_with("_TOKEN")
+    name.ends_with("_KEYS") || name.ends_with("_KEY") || name.ends_with("_TOKEN") || name.ends_with("_SECRET")
 }
 
 fn wrangler_toml(shim: &Path, vars: &[(String, String)]) -> String {
