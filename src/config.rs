@@ -8,6 +8,7 @@
 //! value into a problem: problems name variables and fields only.
 
 mod keys;
+pub mod metrics;
 pub mod tenants;
 
 use std::fmt;
@@ -133,6 +134,7 @@ pub struct Config {
     pub disabled_targets: Vec<String>,
     /// What tokens cost per model (`PRICES` over the built-in table).
     pub prices: Prices,
+    pub metrics: metrics::MetricsConfig,
 }
 
 /// The configuration could serve nothing: every problem found, each naming the variable (never
@@ -202,6 +204,8 @@ pub const VARIABLES: &[&str] = &[
     "TENANTS",
     "DISABLED_TARGETS",
     "PRICES",
+    "METRICS_RETENTION_SECONDS",
+    "METRICS_FLUSH_MS",
 ];
 
 impl Config {
@@ -301,6 +305,7 @@ impl Config {
             tenant_policies,
             disabled_targets,
             prices,
+            metrics: metrics::MetricsConfig::read(&mut r),
         };
         if fatal.is_empty() {
             Ok(Config { problems: r.problems, ..config })

@@ -20,6 +20,18 @@ pub struct Price {
     pub output: f64,
 }
 
+impl Price {
+    /// What `usage` cost at this price, in nano-dollars.
+    pub fn cost_nanos(&self, usage: &Usage) -> u64 {
+        let cached = usage.cached_input.min(usage.input);
+        // USD per million tokens is nano-dollars per thousandth of a token: tokens x price x 1000.
+        let nanos = (usage.input - cached) as f64 * self.input
+            + cached as f64 * self.cached_input
+            + usage.output as f64 * self.output;
+        (nanos * 1000.0).round() as u64
+    }
+}
+
 /// Tokens of one answer, as the provider reported them (OpenAI's `usage`, which translated
 /// answers carry too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -174,13 +186,7 @@ impl Prices {
 
     /// What `usage` of `model` cost, in nano-dollars; `None` when the model has no price.
     pub fn cost_nanos(&self, model: &str, usage: &Usage) -> Option<u64> {
-        let price = self.price(model)?;
-        let cached = usage.cached_input.min(usage.input);
-        // USD per million tokens is nano-dollars per thousandth of a token: tokens x price x 1000.
-        let nanos = (usage.input - cached) as f64 * price.input
-            + cached as f64 * price.cached_input
-            + usage.output as f64 * price.output;
-        Some((nanos * 1000.0).round() as u64)
+        Some(self.price(model)?.cost_nanos(usage))
     }
 
     /// Every model with a price, for the documentation and `/admin` pages.

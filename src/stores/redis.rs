@@ -10,6 +10,7 @@
 //! | `{prefix}:flight:{digest}` | the request id of the call in flight for a cache key (single flight across isolates: `SET NX PX`), deleted when its answer is stored, else expiring after `COALESCE_WAIT_MS` |
 //! | `{prefix}:health:{target id}:marks` | a sorted set of the target's marks: `open_until`, `closed_at`, `cool_until` (ms since the epoch), each only ever moved later (`ZADD GT`); it expires a window after its latest mark (`PEXPIRE NX`, then `PEXPIRE GT`) |
 //! | `{prefix}:limit:...`, `{prefix}:kill:{target id}` | per-tenant limit counters and per-target kill switches: see `limits` (a part of this module, with its script) |
+//! | `{prefix}:metrics:m:{minute}`, `{prefix}:metrics:total` | metrics by minute and since the start: see `metrics` (a part of this module) |
 //!
 //! Slices are numbered from the epoch (`routing::breaker::BreakerConfig::slice`), so all isolates
 //! add to the same counters. Every health operation commutes: no isolate can erase what another
@@ -37,7 +38,9 @@ use crate::routing::sharing::{Added, Counts, Marks, Report, Seen};
 use crate::stores::upstash::Upstash;
 
 mod limits;
+mod metrics;
 pub use limits::{kill_key, limit_key, LimitCheck, LimitReply, WINDOW_SCRIPT, WINDOW_SCRIPT_SHA1};
+pub use metrics::{minute_key, totals_key};
 
 /// The prefix when `DEPLOYMENT_PREFIX` is unset (the key layout of earlier releases).
 pub const DEFAULT_PREFIX: &str = "llmc1";

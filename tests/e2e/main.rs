@@ -23,6 +23,8 @@ mod guard;
 #[cfg(not(target_arch = "wasm32"))]
 mod input;
 #[cfg(not(target_arch = "wasm32"))]
+mod observe;
+#[cfg(not(target_arch = "wasm32"))]
 mod parity;
 #[cfg(not(target_arch = "wasm32"))]
 mod routing;

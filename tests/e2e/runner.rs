@@ -111,6 +111,7 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(crate::routing::scenarios());
     all.extend(crate::admin::scenarios());
     all.extend(crate::guard::scenarios());
+    all.extend(crate::observe::scenarios());
     all
 }
 

@@ -1,0 +1,103 @@
+//! Issue 11 on the real runtimes: one `request` log line per request, and metrics that every
+//! isolate of both hosts adds to the same Redis, read back as the traffic sent.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use devstack::stack::{Stack, KEY_A};
+use serde_json::{json, Value};
+
+use crate::client::*;
+use crate::runner::{eventually, Ctx, Scenario};
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![("observe::request_lines_and_metrics_add_up_across_both_hosts", add_up)]
+}
+
+/// The metric totals in the stack's Redis (field -> value).
+pub fn totals(s: &Stack) -> BTreeMap<String, u64> {
+    let flat = redis(s, json!(["HGETALL", "llmc1:metrics:total"]));
+    let items = flat.as_array().cloned().unwrap_or_default();
+    items.chunks(2).filter_map(|p| Some((p[0].as_str()?.to_owned(), p[1].as_str()?.parse().ok()?))).collect()
+}
+
+/// The sum of the totals whose field starts with `prefix`.
+pub fn sum(t: &BTreeMap<String, u64>, prefix: &str) -> u64 {
+    t.iter().filter(|(f, _)| f.starts_with(prefix)).map(|(_, n)| n).sum()
+}
+
+/// The `request` lines of a gateway's log.
+fn request_lines(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .filter(|l| l["event"] == "request")
+        .collect()
+}
+
+fn add_up(ctx: &Ctx) {
+    let s = ctx.own_stack(&[("METRICS_FLUSH_MS", "200")]);
+    let other = ctx.host.other();
+    let peer = s.start_peer(other.kind()).unwrap_or_else(|e| panic!("a peer on {}: {e}", other.name()));
+    let m = marker("observe");
+    let b = body(&m);
+    let miss = chat(&s, KEY_A, &b, &[("x-request-id", "req-obs-miss")]);
+    assert_eq!((miss.status, miss.header("x-cache")), (200, Some("MISS")), "{}", miss.text());
+    let usage = json_of(&miss)["usage"].clone();
+    let (input, output) = (usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap());
+    // gpt-4o-mini's list price: $0.15 and $0.60 per million tokens, in nano-dollars.
+    let cost = input * 150 + output * 600;
+    let redis_key = format!("llmc1:{}", key_of("tenant-a", &b).digest_hex());
+    eventually(Duration::from_secs(10), "tier 2 written", || {
+        (redis(&s, json!(["EXISTS", redis_key])) == 1).then_some(())
+    });
+    for base in [peer.url(), peer.url(), s.url(), s.url()] {
+        let hit = request_to(&base, KEY_A, &b, &[]).send().expect("hit");
+        assert_eq!((hit.status, hit.header("x-cache")), (200, Some("HIT")), "{}", hit.text());
+    }
+    let streamed =
+        read_stream(request(&s, KEY_A, &stream_body(&marker("observe-stream")), &[("x-request-id", "req-obs-stream")]))
+            .expect("the stream completes");
+    assert_eq!(streamed.status, 200);
+
+    // Both hosts' isolates flush into the same hashes.
+    let t = eventually(Duration::from_secs(15), "the metrics of six requests", || {
+        let t = totals(&s);
+        (sum(&t, "requests|") == 6 && sum(&t, "hits|") == 4).then_some(t)
+    });
+    assert_eq!(t.get("requests|tenant-a|gpt-4o-mini|miss"), Some(&2), "{t:?}");
+    assert_eq!(t.get("requests|tenant-a|gpt-4o-mini|hit"), Some(&4), "{t:?}");
+    assert_eq!(t.get("calls|openai|2xx"), Some(&2), "{t:?}");
+    assert!(t.get("tokens|tenant-a|openai|input").is_some_and(|n| *n >= input), "{t:?}");
+    assert_eq!(sum(&t, "cost_avoided_nanos|tenant-a|"), 4 * cost, "{t:?}");
+    assert_eq!(sum(&t, "tokens_avoided|tenant-a|"), 4 * (input + output), "{t:?}");
+    assert_eq!(t.get("duration_ms|origin|count"), Some(&2), "{t:?}");
+    assert_eq!(t.get("ttft_ms|openai|count"), Some(&1), "{t:?}");
+    let minute_keys = redis(&s, json!(["KEYS", "llmc1:metrics:m:*"]));
+    assert!(!minute_keys.as_array().unwrap().is_empty(), "per-minute hashes");
+    let ttl = redis(&s, json!(["PTTL", minute_keys[0]])).as_i64().unwrap();
+    assert!(ttl > 6 * 86_400_000 && ttl <= 7 * 86_400_000 + 60_000, "kept 7 days: {ttl}");
+
+    // One line per request, with the GenAI names; the stream's is written at its end.
+    let lines = eventually(Duration::from_secs(10), "the request lines", || {
+        let lines = request_lines(&gateway_log(&s));
+        let ids: Vec<&str> = lines.iter().filter_map(|l| l["request_id"].as_str()).collect();
+        (ids.contains(&"req-obs-miss") && ids.contains(&"req-obs-stream")).then_some(lines)
+    });
+    let line = lines.iter().find(|l| l["request_id"] == "req-obs-miss").unwrap();
+    assert_eq!(line["gen_ai.operation.name"], "chat", "{line}");
+    assert_eq!(line["gen_ai.request.model"], "gpt-4o-mini");
+    assert_eq!(line["gen_ai.usage.input_tokens"], input);
+    assert_eq!(line["gen_ai.usage.output_tokens"], output);
+    assert_eq!(line["tenant"], "tenant-a");
+    assert_eq!(line["cache"]["outcome"], "miss");
+    assert_eq!(line["attempts"][0]["outcome"], "2xx");
+    assert_eq!(line["cost_usd"].as_f64(), Some(cost as f64 / 1e9));
+    let stream = lines.iter().find(|l| l["request_id"] == "req-obs-stream").unwrap();
+    assert_eq!(stream["stream_end"], "complete", "{stream}");
+    assert!(stream["ttft_ms"].is_u64(), "{stream}");
+    let peer_lines = request_lines(&peer.log());
+    assert_eq!(peer_lines.iter().filter(|l| l["cache"]["outcome"] == "hit").count(), 2, "{peer_lines:?}");
+    for l in lines.iter().chain(&peer_lines) {
+        assert!(!l.to_string().contains(KEY_A), "no key in {l}");
+    }
+}
