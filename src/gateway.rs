@@ -17,6 +17,7 @@ mod lookup;
 mod origin;
 mod record;
 mod reply;
+mod stats;
 mod streams;
 mod tally;
 mod writes;

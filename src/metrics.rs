@@ -8,11 +8,13 @@
 //! buckets are stored per bucket (not cumulative), so that fields only ever add up (`HINCRBY`).
 //! Fields are counted per minute of the clock (the minute the request finished).
 //!
-//! `prometheus` turns the totals into the text exposition.
+//! `prometheus` turns the totals into the text exposition; `window` turns a window of minute or
+//! hour hashes into the series the stats page charts.
 //! Must not: do IO or read a clock (every time is given), or hold a `RefCell` borrow across an
 //! `.await` (the buffer is shared by the requests of an isolate).
 
 pub mod prometheus;
+pub mod window;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -26,7 +28,7 @@ pub const BUCKETS_TOKENS: [u64; 12] = [1, 4, 16, 64, 256, 1_024, 4_096, 16_384, 
 
 /// A counter or a histogram: its field name, the names of its labels (in the order of its
 /// fields), its Prometheus name and help, and what one unit of it is in Prometheus's unit
-/// (`scale`: nano-dollars to dollars, milliseconds to seconds).
+/// (`divisor`: nano-dollars per dollar, milliseconds per second).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Def {
     pub name: &'static str,
@@ -35,15 +37,15 @@ pub struct Def {
     pub buckets: Option<&'static [u64]>,
     pub prom: &'static str,
     pub help: &'static str,
-    pub scale: f64,
+    pub divisor: f64,
 }
 
 const fn counter(name: &'static str, labels: &'static [&'static str], prom: &'static str, help: &'static str) -> Def {
-    Def { name, labels, buckets: None, prom, help, scale: 1.0 }
+    Def { name, labels, buckets: None, prom, help, divisor: 1.0 }
 }
 
 const fn histogram(name: &'static str, labels: &'static [&'static str], prom: &'static str, help: &'static str) -> Def {
-    Def { name, labels, buckets: Some(&BUCKETS_MS), prom, help, scale: 0.001 }
+    Def { name, labels, buckets: Some(&BUCKETS_MS), prom, help, divisor: 1000.0 }
 }
 
 impl Def {
@@ -107,7 +109,7 @@ pub const TOKENS: Def = counter(
 );
 /// What those tokens cost, in nano-dollars, by tenant and target.
 pub const COST: Def = Def {
-    scale: 1e-9,
+    divisor: 1e9,
     ..counter(
         "cost_nanos",
         &["tenant", "target"],
@@ -117,7 +119,7 @@ pub const COST: Def = Def {
 };
 /// What cache hits did not buy: the price of the stored answer's usage, by tenant and tier.
 pub const AVOIDED: Def = Def {
-    scale: 1e-9,
+    divisor: 1e9,
     ..counter(
         "cost_avoided_nanos",
         &["tenant", "tier"],
@@ -135,7 +137,7 @@ pub const AVOIDED_TOKENS: Def = counter(
 /// Tokens per provider answer, as OpenTelemetry's `gen_ai.client.token.usage`.
 pub const TOKEN_USAGE: Def = Def {
     buckets: Some(&BUCKETS_TOKENS),
-    scale: 1.0,
+    divisor: 1.0,
     ..histogram(
         "token_usage",
         &["target", "gen_ai_token_type"],

@@ -131,7 +131,7 @@ fn many_requests_are_flushed_to_redis_in_one_pipeline_that_adds_up() {
     let expires = w.upstash.expires_at(&minute_key).expect("the minute expires");
     assert_eq!(expires, (minute + 1) * 60_000 + 7 * 86_400_000);
     let upstash = w.config.upstash.as_ref().expect("redis");
-    let minutes = w.host.block_on(Redis::new(upstash).metric_minutes(&w.host, &[minute])).expect("read");
+    let minutes = w.host.block_on(Redis::new(upstash).metric_buckets(&w.host, &[minute], false)).expect("read");
     assert_eq!(minutes[0].get("requests|tenant-a|gpt-4o-mini|hit"), Some(&4));
 }
 
@@ -213,4 +213,87 @@ fn with_redis_down_answers_go_on_and_the_lost_flush_is_logged() {
     w.host.run_background();
     w.host.run_later();
     assert_eq!(totals(&w).get("requests|tenant-a|gpt-4o-mini|miss"), Some(&1));
+}
+
+#[test]
+fn admin_metrics_is_a_prometheus_exposition_of_the_totals_with_real_histograms() {
+    let w = World::new();
+    w.upstream_ok();
+    let body = ask_mini("expose me", false);
+    w.chat(&body, &[]);
+    w.host.run_background();
+    w.chat(&body, &[]);
+    w.host.run_background();
+    // Not flushed yet: reading flushes this isolate's counts first.
+    let r = w.admin_get("/admin/metrics");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let text = std::str::from_utf8(&r.body).expect("utf-8");
+    for line in [
+        "# TYPE llmc_requests counter",
+        r#"llmc_requests_total{tenant="tenant-a",model="gpt-4o-mini",outcome="miss"} 1"#,
+        r#"llmc_requests_total{tenant="tenant-a",model="gpt-4o-mini",outcome="hit"} 1"#,
+        r#"llmc_cache_hits_total{tier="edge-kv"} 1"#,
+        r#"llmc_provider_calls_total{target="openai",class="2xx"} 1"#,
+        "# TYPE gen_ai_client_operation_duration_seconds histogram",
+        r#"gen_ai_client_operation_duration_seconds_bucket{target="openai",le="+Inf"} 1"#,
+        r#"gen_ai_client_operation_duration_seconds_count{target="openai"} 1"#,
+        r#"gen_ai_client_token_usage_bucket{target="openai",gen_ai_token_type="input",le="16"} 1"#,
+        r#"gen_ai_client_token_usage_bucket{target="openai",gen_ai_token_type="input",le="4"} 0"#,
+        r#"gen_ai_client_token_usage_sum{target="openai",gen_ai_token_type="output"} 10"#,
+        r#"llmc_cost_usd_total{tenant="tenant-a",target="openai"} 0.00000735"#,
+        r#"llmc_cost_avoided_usd_total{tenant="tenant-a",tier="edge-kv"} 0.00000735"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+    }
+    // Buckets are cumulative and end with the count.
+    let buckets: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with(r#"llmc_request_duration_seconds_bucket{tier="edge-kv""#))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), llm_edge_cache::metrics::BUCKETS_MS.len() + 1);
+    assert!(buckets.windows(2).all(|p| p[0] <= p[1]), "{buckets:?}");
+    assert_eq!(buckets.last(), Some(&1));
+}
+
+#[test]
+fn admin_metrics_json_charts_a_window_and_lists_the_targets() {
+    let w = World::new();
+    w.upstream_ok();
+    let body = ask_mini("chart me", false);
+    for _ in 0..3 {
+        w.chat(&body, &[]);
+        w.host.run_background();
+    }
+    let r = w.admin_get("/admin/metrics.json?window=hour");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let v = r.json();
+    assert_eq!(v["window"], "hour");
+    assert_eq!(v["times"].as_array().map(Vec::len), Some(60));
+    assert_eq!(v["requests"]["hit"][59], 2, "{v}");
+    assert_eq!(v["requests"]["miss"][59], 1);
+    let rate = v["hit_rate"]["edge-kv"][59].as_f64().unwrap();
+    assert!((rate - 2.0 / 3.0).abs() < 1e-9, "{rate}");
+    assert!(v["latency_ms_by_tier"]["edge-kv"]["p99"][59].is_number(), "{v}");
+    assert!(v["latency_ms_by_target"]["openai"]["p50"][59].is_number(), "{v}");
+    assert_eq!(v["targets"][0]["id"], "openai");
+    assert_eq!(v["targets"][0]["breaker"], "closed");
+    let day = w.admin_get("/admin/metrics.json?window=day").json();
+    assert_eq!(day["times"].as_array().map(Vec::len), Some(24));
+    assert_eq!(day["requests"]["hit"][23], 2, "{day}");
+    w.admin_get("/admin/metrics.json?window=year").assert_error(400, "invalid_value");
+    w.upstash.set_down(true);
+    w.admin_get("/admin/metrics.json").assert_error(503, "metrics_unavailable");
+    w.admin_get("/admin/metrics").assert_error(503, "metrics_unavailable");
+}
+
+#[test]
+fn a_quantile_interpolates_inside_its_bucket() {
+    use llm_edge_cache::metrics::window::quantile;
+    let bounds = [10, 100, 1000];
+    assert_eq!(quantile(&bounds, &[0, 0, 0, 0], 0.5), None);
+    assert_eq!(quantile(&bounds, &[0, 10, 0, 0], 0.5), Some(55.0));
+    assert_eq!(quantile(&bounds, &[10, 0, 0, 0], 1.0), Some(10.0));
+    assert_eq!(quantile(&bounds, &[0, 0, 0, 5], 0.99), Some(1000.0), "past the last bound: the last bound");
 }

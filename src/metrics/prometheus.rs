@@ -42,7 +42,7 @@ pub fn exposition(totals: &BTreeMap<String, u64>) -> String {
         if let Some(series) = counters.get(def.name) {
             for (values, value) in series {
                 let _ =
-                    writeln!(out, "{}{} {}", def.prom, labels(&def, values, None), number(*value as f64 * def.scale));
+                    writeln!(out, "{}{} {}", def.prom, labels(&def, values, None), number(*value as f64 / def.divisor));
             }
         }
         if let (Some(series), Some(bounds)) = (histograms.get(def.name), def.buckets) {
@@ -50,7 +50,7 @@ pub fn exposition(totals: &BTreeMap<String, u64>) -> String {
                 let mut cumulative = 0;
                 for (i, bound) in bounds.iter().enumerate() {
                     cumulative += h.buckets.get(&i).copied().unwrap_or(0);
-                    let le = number(*bound as f64 * def.scale);
+                    let le = number(*bound as f64 / def.divisor);
                     let _ = writeln!(out, "{}_bucket{} {cumulative}", def.prom, labels(&def, values, Some(&le)));
                 }
                 // +Inf holds every observation: the count (what the buckets add up to, and more
@@ -62,7 +62,7 @@ pub fn exposition(totals: &BTreeMap<String, u64>) -> String {
                     "{}_sum{} {}",
                     def.prom,
                     labels(&def, values, None),
-                    number(h.sum as f64 * def.scale)
+                    number(h.sum as f64 / def.divisor)
                 );
                 let _ = writeln!(out, "{}_count{} {inf}", def.prom, labels(&def, values, None));
             }

@@ -4,14 +4,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use devstack::stack::{Stack, KEY_A};
+use devstack::stack::{Stack, ADMIN_KEY, KEY_A, KEY_B};
+use devstack::HttpRequest;
 use serde_json::{json, Value};
 
 use crate::client::*;
 use crate::runner::{eventually, Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
-    vec![("observe::request_lines_and_metrics_add_up_across_both_hosts", add_up)]
+    vec![
+        ("observe::request_lines_and_metrics_add_up_across_both_hosts", add_up),
+        ("observe::admin_metrics_parses_with_prometheus_client_and_matches_the_traffic", prometheus),
+    ]
 }
 
 /// The metric totals in the stack's Redis (field -> value).
@@ -100,4 +104,104 @@ fn add_up(ctx: &Ctx) {
     for l in lines.iter().chain(&peer_lines) {
         assert!(!l.to_string().contains(KEY_A), "no key in {l}");
     }
+}
+
+/// The samples of a Prometheus text exposition, as the official Python client's parser reads it
+/// (`tests/devstack/py/parse_prometheus.py`, installed by `setup-prometheus-parser.sh`).
+fn parse_with_prometheus_client(text: &str) -> Vec<Value> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let root = env!("CARGO_MANIFEST_DIR");
+    let setup = Command::new("bash")
+        .arg(format!("{root}/tests/devstack/scripts/setup-prometheus-parser.sh"))
+        .output()
+        .expect("the parser's setup runs");
+    assert!(setup.status.success(), "setup: {}", String::from_utf8_lossy(&setup.stderr));
+    let python = String::from_utf8(setup.stdout).expect("utf-8").trim().to_owned();
+    let mut child = Command::new(python)
+        .arg(format!("{root}/tests/devstack/py/parse_prometheus.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("text written");
+    let out = child.wait_with_output().expect("parser ends");
+    assert!(out.status.success(), "prometheus_client rejects the text: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("samples as JSON")
+}
+
+fn sample(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+        .and_then(|s| s["value"].as_f64())
+}
+
+fn prometheus(ctx: &Ctx) {
+    let s = ctx.own_stack(&[("METRICS_FLUSH_MS", "200")]);
+    let m = marker("prom");
+    let b = body(&m);
+    let miss = chat(&s, KEY_A, &b, &[]);
+    assert_eq!(miss.status, 200, "{}", miss.text());
+    let redis_key = format!("llmc1:{}", key_of("tenant-a", &b).digest_hex());
+    eventually(Duration::from_secs(10), "tier 2 written", || {
+        (redis(&s, json!(["EXISTS", redis_key])) == 1).then_some(())
+    });
+    for _ in 0..3 {
+        assert_eq!(chat(&s, KEY_A, &b, &[]).header("x-cache"), Some("HIT"));
+    }
+    assert_eq!(chat(&s, KEY_B, &body(&marker("prom-b")), &[]).status, 200);
+    let failing = marker("prom-500");
+    s.fake().add_rule(&failing, json!([{"kind": "status", "status": 500}]), true);
+    assert_eq!(chat(&s, KEY_A, &body(&failing), &[]).status, 502);
+
+    let get = || {
+        HttpRequest::get(&format!("{}/admin/metrics", s.url()))
+            .header("authorization", &format!("Bearer {ADMIN_KEY}"))
+            .send()
+            .expect("metrics")
+    };
+    assert_eq!(HttpRequest::get(&format!("{}/admin/metrics", s.url())).send().expect("metrics").status, 401);
+    let samples = eventually(Duration::from_secs(15), "six requests in /admin/metrics", || {
+        let r = get();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/plain; version=0.0.4")));
+        let samples = parse_with_prometheus_client(&r.text());
+        let requests: f64 =
+            samples.iter().filter(|s| s["name"] == "llmc_requests_total").filter_map(|s| s["value"].as_f64()).sum();
+        (requests == 6.0).then_some(samples)
+    });
+    let a = [("tenant", "tenant-a"), ("model", "gpt-4o-mini")];
+    let outcome = |o| sample(&samples, "llmc_requests_total", &[a[0], a[1], ("outcome", o)]);
+    assert_eq!(outcome("miss"), Some(1.0));
+    assert_eq!(outcome("hit"), Some(3.0));
+    assert_eq!(outcome("error"), Some(1.0));
+    assert_eq!(sample(&samples, "llmc_requests_total", &[("tenant", "tenant-b"), ("outcome", "miss")]), Some(1.0));
+    let hits: f64 =
+        samples.iter().filter(|s| s["name"] == "llmc_cache_hits_total").filter_map(|s| s["value"].as_f64()).sum();
+    assert_eq!(hits, 3.0);
+    assert_eq!(sample(&samples, "llmc_provider_calls_total", &[("target", "openai"), ("class", "2xx")]), Some(2.0));
+    assert_eq!(sample(&samples, "llmc_provider_calls_total", &[("target", "openai"), ("class", "5xx")]), Some(1.0));
+    // Histograms as Prometheus reads them: a +Inf bucket equal to the count, cumulative buckets.
+    let family: Vec<&Value> =
+        samples.iter().filter(|s| s["family"] == "gen_ai_client_operation_duration_seconds").collect();
+    assert!(family.iter().all(|s| s["type"] == "histogram"));
+    let count = sample(&samples, "gen_ai_client_operation_duration_seconds_count", &[("target", "openai")]);
+    assert_eq!(count, Some(3.0), "three provider calls");
+    assert_eq!(
+        sample(&samples, "gen_ai_client_operation_duration_seconds_bucket", &[("target", "openai"), ("le", "+Inf")]),
+        count
+    );
+    let usage = json_of(&miss)["usage"].clone();
+    let input = usage["prompt_tokens"].as_f64().unwrap();
+    let tokens_in = sample(&samples, "llmc_tokens_total", &[("tenant", "tenant-a"), ("type", "input")]);
+    assert_eq!(tokens_in, Some(input));
+    let output = usage["completion_tokens"].as_f64().unwrap();
+    let cost = (input * 150.0 + output * 600.0) / 1e9;
+    let avoided = sample(&samples, "llmc_cost_avoided_usd_total", &[("tenant", "tenant-a")]).unwrap();
+    assert!((avoided - 3.0 * cost).abs() < 1e-12, "{avoided} vs {}", 3.0 * cost);
+    let token_usage =
+        sample(&samples, "gen_ai_client_token_usage_count", &[("target", "openai"), ("gen_ai_token_type", "input")]);
+    assert_eq!(token_usage, Some(2.0), "two answers with usage");
 }

@@ -4,10 +4,11 @@
 //! | key | what |
 //! |---|---|
 //! | `{prefix}:metrics:m:{minute}` | a hash of series fields (`metrics::field`) counted in one minute (from the epoch), expiring `METRICS_RETENTION_SECONDS` after that minute |
+//! | `{prefix}:metrics:h:{hour}` | the same fields counted in one hour, for windows longer than an hour, expiring like the minutes |
 //! | `{prefix}:metrics:total` | the same fields counted since the first flush, never expiring (what `/admin/metrics` exposes: Prometheus counters only grow) |
 //!
-//! A flush is one pipeline: `HINCRBY` of each field into its minute's hash and into the totals,
-//! and one `PEXPIRE` per minute hash. Every command commutes: isolates may flush in any order.
+//! A flush is one pipeline: `HINCRBY` of each field into its minute's hash, its hour's hash and
+//! the totals, and one `PEXPIREAT` per minute and hour hash. Every command commutes: isolates may flush in any order.
 //! Must not: decide anything, or send more than one round trip per flush or read.
 
 use std::collections::BTreeMap;
@@ -22,6 +23,11 @@ use crate::ports::{Clock, Http};
 /// The Redis key of the hash of minute `minute`.
 pub fn minute_key(prefix: &str, minute: u64) -> String {
     format!("{prefix}:metrics:m:{minute}")
+}
+
+/// The Redis key of the hash of hour `hour`.
+pub fn hour_key(prefix: &str, hour: u64) -> String {
+    format!("{prefix}:metrics:h:{hour}")
 }
 
 /// The Redis key of the totals.
@@ -48,12 +54,15 @@ impl Redis<'_> {
         let mut commands: Vec<Vec<String>> = Vec::new();
         for (minute, fields) in batch {
             let key = minute_key(prefix, *minute);
+            let hour = minute / 60;
+            let hour_hash = hour_key(prefix, hour);
             for (field, n) in fields {
-                commands.push(vec!["HINCRBY".into(), key.clone(), field.clone(), n.to_string()]);
-                commands.push(vec!["HINCRBY".into(), totals.clone(), field.clone(), n.to_string()]);
+                for hash in [&key, &hour_hash, &totals] {
+                    commands.push(vec!["HINCRBY".into(), hash.clone(), field.clone(), n.to_string()]);
+                }
             }
-            let expire_at = (minute + 1) * 60_000 + retention_ms;
-            commands.push(vec!["PEXPIREAT".into(), key, expire_at.to_string()]);
+            commands.push(vec!["PEXPIREAT".into(), key, ((minute + 1) * 60_000 + retention_ms).to_string()]);
+            commands.push(vec!["PEXPIREAT".into(), hour_hash, ((hour + 1) * 3_600_000 + retention_ms).to_string()]);
         }
         if commands.is_empty() {
             return Ok(0);
@@ -73,19 +82,20 @@ impl Redis<'_> {
         hash("metrics_read", &reply)
     }
 
-    /// The hashes of `minutes`, in order (an expired or empty minute is an empty map), in one
-    /// pipeline.
-    pub async fn metric_minutes<H: Http + Clock>(
+    /// The hashes of `buckets` (minutes, or hours when `hours`), in order (an expired or empty
+    /// one is an empty map), in one pipeline.
+    pub async fn metric_buckets<H: Http + Clock>(
         &self,
         host: &H,
-        minutes: &[u64],
+        buckets: &[u64],
+        hours: bool,
     ) -> Result<Vec<BTreeMap<String, u64>>, StoreError> {
-        if minutes.is_empty() {
+        if buckets.is_empty() {
             return Ok(Vec::new());
         }
         let prefix = self.prefix();
-        let commands: Vec<Vec<String>> =
-            minutes.iter().map(|m| vec!["HGETALL".to_owned(), minute_key(prefix, *m)]).collect();
+        let key = |b: u64| if hours { hour_key(prefix, b) } else { minute_key(prefix, b) };
+        let commands: Vec<Vec<String>> = buckets.iter().map(|b| vec!["HGETALL".to_owned(), key(*b)]).collect();
         let replies =
             self.rest.pipeline(host, "metrics_read", &commands, READ_LIMIT * 4, self.config.timeout_ms).await?;
         replies
