@@ -28,6 +28,11 @@ const MAX_PURGE_BODY: usize = 4 << 20;
 impl<H: Host> Exchange<'_, H> {
     /// Dispatches an `/admin/...` request.
     pub(super) async fn admin(&mut self, request: http::Request<Body>) -> Response<Body> {
+        // The stats page holds no data (it asks for the key and sends it with each data request):
+        // a browser's first load, which carries no Authorization header, gets it.
+        if request.uri().path() == "/admin/stats" && matches!(*request.method(), Method::GET | Method::HEAD) {
+            return super::stats::page::page();
+        }
         let admin = match admin_of(self.config, request.headers()) {
             Ok(admin) => admin.to_owned(),
             Err(e) => return reply::error(&e),

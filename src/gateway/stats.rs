@@ -1,4 +1,5 @@
-//! What the metrics show (behind the admin key, dispatched by `admin`): `GET /admin/metrics`, the
+//! What the metrics show (behind the admin key, dispatched by `admin`; the page that charts them,
+//! `page`, is public and holds no data): `GET /admin/metrics`, the
 //! Prometheus text exposition of the totals in Redis, and `GET /admin/metrics.json?window=hour|
 //! day|week`, a window of per-minute or per-hour counts as the series the stats page charts, with
 //! each target's breaker and kill switch. Both flush this isolate's unsent counts first, so that
@@ -7,6 +8,8 @@
 //! Without Redis (not configured, or not answering) there are no metrics: a 503
 //! `metrics_unavailable`, which the page shows as data missing.
 //! Must not: show a key, a URL or a token.
+
+pub(super) mod page;
 
 use http::header::HeaderValue;
 use http::{Response, StatusCode};

@@ -9,12 +9,13 @@ use devstack::HttpRequest;
 use serde_json::{json, Value};
 
 use crate::client::*;
-use crate::runner::{eventually, Ctx, Scenario};
+use crate::runner::{eventually, Ctx, Host, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         ("observe::request_lines_and_metrics_add_up_across_both_hosts", add_up),
         ("observe::admin_metrics_parses_with_prometheus_client_and_matches_the_traffic", prometheus),
+        ("observe::the_stats_page_is_public_holds_no_data_and_charts_real_traffic", stats_page),
     ]
 }
 
@@ -204,4 +205,53 @@ fn prometheus(ctx: &Ctx) {
     let token_usage =
         sample(&samples, "gen_ai_client_token_usage_count", &[("target", "openai"), ("gen_ai_token_type", "input")]);
     assert_eq!(token_usage, Some(2.0), "two answers with usage");
+}
+
+fn stats_page(ctx: &Ctx) {
+    let s = ctx.own_stack(&[("METRICS_FLUSH_MS", "200")]);
+    // Public, without data: no Authorization header needed, nothing of the traffic in it.
+    let page = HttpRequest::get(&format!("{}/admin/stats", s.url())).send().expect("page");
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    let csp = page.header("content-security-policy").expect("a CSP");
+    assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"), "{csp}");
+    let html = page.text();
+    assert!(html.contains("https://github.com/leeoniya/uPlot (v1.6.32)"), "uPlot is embedded");
+    for word in ["tenant-a", KEY_A, ADMIN_KEY, "http://", "https://cdn"] {
+        assert!(!html.contains(word), "{word} in the page");
+    }
+    // Real traffic: misses, hits, a failing provider.
+    let m = marker("stats");
+    let b = body(&m);
+    assert_eq!(chat(&s, KEY_A, &b, &[]).status, 200);
+    let redis_key = format!("llmc1:{}", key_of("tenant-a", &b).digest_hex());
+    eventually(Duration::from_secs(10), "tier 2 written", || {
+        (redis(&s, json!(["EXISTS", redis_key])) == 1).then_some(())
+    });
+    for _ in 0..4 {
+        assert_eq!(chat(&s, KEY_A, &b, &[]).header("x-cache"), Some("HIT"));
+    }
+    assert_eq!(chat(&s, KEY_B, &body(&marker("stats-b")), &[]).status, 200);
+    let failing = marker("stats-500");
+    s.fake().add_rule(&failing, json!([{"kind": "status", "status": 500}]), true);
+    assert_eq!(chat(&s, KEY_A, &body(&failing), &[]).status, 502);
+    if ctx.host != Host::Cloudflare {
+        // The browser test runs on workerd (the host for it); here the data it charts.
+        let r = HttpRequest::get(&format!("{}/admin/metrics.json?window=hour", s.url()))
+            .header("authorization", &format!("Bearer {ADMIN_KEY}"))
+            .send()
+            .expect("metrics.json");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = json_of(&r);
+        assert_eq!(v["requests"]["hit"][59], 4, "{v}");
+        return;
+    }
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("stats-page.png");
+    let env =
+        [("GATEWAY_URL", s.url()), ("ADMIN_KEY", ADMIN_KEY.to_owned()), ("SCREENSHOT", shot.display().to_string())];
+    let out = devstack::node::run_script("stats-page-check.mjs", "playwright-core", &env, &[], Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "the page's checks failed:\n{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("stats page checks passed"), "{}", out.stdout);
+    assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000), "a screenshot at {}", shot.display());
 }
