@@ -141,21 +141,7 @@ fn sample(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64>
 
 fn prometheus(ctx: &Ctx) {
     let s = ctx.own_stack(&[("METRICS_FLUSH_MS", "200")]);
-    let m = marker("prom");
-    let b = body(&m);
-    let miss = chat(&s, KEY_A, &b, &[]);
-    assert_eq!(miss.status, 200, "{}", miss.text());
-    let redis_key = format!("llmc1:{}", key_of("tenant-a", &b).digest_hex());
-    eventually(Duration::from_secs(10), "tier 2 written", || {
-        (redis(&s, json!(["EXISTS", redis_key])) == 1).then_some(())
-    });
-    for _ in 0..3 {
-        assert_eq!(chat(&s, KEY_A, &b, &[]).header("x-cache"), Some("HIT"));
-    }
-    assert_eq!(chat(&s, KEY_B, &body(&marker("prom-b")), &[]).status, 200);
-    let failing = marker("prom-500");
-    s.fake().add_rule(&failing, json!([{"kind": "status", "status": 500}]), true);
-    assert_eq!(chat(&s, KEY_A, &body(&failing), &[]).status, 502);
+    let miss = mixed_traffic(&s, "prom", 3);
 
     let get = || {
         HttpRequest::get(&format!("{}/admin/metrics", s.url()))
@@ -220,21 +206,7 @@ fn stats_page(ctx: &Ctx) {
     for word in ["tenant-a", KEY_A, ADMIN_KEY, "http://", "https://cdn"] {
         assert!(!html.contains(word), "{word} in the page");
     }
-    // Real traffic: misses, hits, a failing provider.
-    let m = marker("stats");
-    let b = body(&m);
-    assert_eq!(chat(&s, KEY_A, &b, &[]).status, 200);
-    let redis_key = format!("llmc1:{}", key_of("tenant-a", &b).digest_hex());
-    eventually(Duration::from_secs(10), "tier 2 written", || {
-        (redis(&s, json!(["EXISTS", redis_key])) == 1).then_some(())
-    });
-    for _ in 0..4 {
-        assert_eq!(chat(&s, KEY_A, &b, &[]).header("x-cache"), Some("HIT"));
-    }
-    assert_eq!(chat(&s, KEY_B, &body(&marker("stats-b")), &[]).status, 200);
-    let failing = marker("stats-500");
-    s.fake().add_rule(&failing, json!([{"kind": "status", "status": 500}]), true);
-    assert_eq!(chat(&s, KEY_A, &body(&failing), &[]).status, 502);
+    mixed_traffic(&s, "stats", 4);
     if ctx.host != Host::Cloudflare {
         // The browser test runs on workerd (the host for it); here the data it charts.
         let r = HttpRequest::get(&format!("{}/admin/metrics.json?window=hour", s.url()))
@@ -254,4 +226,24 @@ fn stats_page(ctx: &Ctx) {
     assert!(out.status.success(), "the page's checks failed:\n{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("stats page checks passed"), "{}", out.stdout);
     assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000), "a screenshot at {}", shot.display());
+}
+
+/// Real traffic on `s`: a miss of tenant A (returned) and, once it is in tier 2, `hits` hits of
+/// it; a miss of tenant B; a call the provider fails with a 500.
+fn mixed_traffic(s: &Stack, name: &str, hits: usize) -> devstack::HttpResponse {
+    let b = body(&marker(name));
+    let miss = chat(s, KEY_A, &b, &[]);
+    assert_eq!(miss.status, 200, "{}", miss.text());
+    let redis_key = format!("llmc1:{}", key_of("tenant-a", &b).digest_hex());
+    eventually(Duration::from_secs(10), "tier 2 written", || {
+        (redis(s, json!(["EXISTS", redis_key])) == 1).then_some(())
+    });
+    for _ in 0..hits {
+        assert_eq!(chat(s, KEY_A, &b, &[]).header("x-cache"), Some("HIT"));
+    }
+    assert_eq!(chat(s, KEY_B, &body(&marker(&format!("{name}-b"))), &[]).status, 200);
+    let failing = marker(&format!("{name}-500"));
+    s.fake().add_rule(&failing, json!([{"kind": "status", "status": 500}]), true);
+    assert_eq!(chat(s, KEY_A, &body(&failing), &[]).status, 502);
+    miss
 }
