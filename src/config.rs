@@ -9,6 +9,7 @@
 
 pub mod browser;
 mod keys;
+pub mod metrics;
 pub mod pacing;
 pub mod tenants;
 
@@ -140,6 +141,7 @@ pub struct Config {
     pub disabled_targets: Vec<String>,
     /// What tokens cost per model (`PRICES` over the built-in table).
     pub prices: Prices,
+    pub metrics: metrics::MetricsConfig,
 }
 
 /// The configuration could serve nothing: every problem found, each naming the variable (never
@@ -216,6 +218,8 @@ pub const VARIABLES: &[&str] = &[
     "PUBLISHABLE_KEYS",
     "PACING_SHARE_PERCENT",
     "PACING_HIGH_WAIT_MS",
+    "METRICS_RETENTION_SECONDS",
+    "METRICS_FLUSH_MS",
 ];
 
 impl Config {
@@ -319,6 +323,7 @@ impl Config {
             pacing: pacing::read(vars, &mut r.problems),
             disabled_targets,
             prices,
+            metrics: metrics::MetricsConfig::read(&mut r),
         };
         if fatal.is_empty() {
             Ok(Config { problems: r.problems, ..config })

@@ -19,8 +19,11 @@ mod lookup;
 mod meter;
 mod origin;
 mod pacing;
+mod record;
 mod reply;
+mod stats;
 mod streams;
+mod tally;
 mod writes;
 
 use std::convert::Infallible;
@@ -43,6 +46,7 @@ use crate::routing::table::{NoRoute, Target};
 use coalesce::{Joined, Leading};
 use guard::{Guard, Stage};
 use origin::{all_failed, routing_headers, unsupported, Outcome};
+use record::Record;
 use reply::Form;
 use streams::StreamEnd;
 
@@ -69,9 +73,10 @@ pub async fn handle<H: Host>(
     let request_id = reply::request_id(request.headers(), host);
     let origin = request.headers().get(http::header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut timing = Timing::default();
+    let record = Record::new(started_ms, &request_id, &request);
     let mut response = match config {
         Ok(config) => {
-            let mut x = Exchange { host, config, request_id: &request_id, timing: &mut timing };
+            let mut x = Exchange { host, config, request_id: &request_id, timing: &mut timing, record: &record };
             x.route(request).await
         }
         Err(problems) => misconfigured(host, problems, request),
@@ -79,6 +84,8 @@ pub async fn handle<H: Host>(
     let total_ms = host.now_ms().saturating_sub(started_ms);
     let cors = config.ok().map(|c| &c.cors);
     reply::finish(&mut response, &request_id, &timing, total_ms, cors, origin.as_deref());
+    // The request's log line and counts, after the response (a stream's, when it ends).
+    record.finish(host, config.ok(), &response, total_ms);
     response
 }
 
@@ -113,6 +120,8 @@ struct Exchange<'a, H: Host> {
     config: &'a Config,
     request_id: &'a str,
     timing: &'a mut Timing,
+    /// What the request's log line and metrics will say (`record`).
+    record: &'a Record,
 }
 
 impl<'a, H: Host> Exchange<'a, H> {
@@ -159,6 +168,7 @@ impl<'a, H: Host> Exchange<'a, H> {
             Err(e) => return reply::error(&e),
         };
         let (tenant, end_user) = (caller.tenant, caller.end_user.as_ref());
+        self.record.tenant(tenant);
         let mut parsed = match self.read_request(&parts.headers, body).await {
             Ok(p) => p,
             Err(e) => return reply::error(&e),
@@ -188,6 +198,7 @@ impl<'a, H: Host> Exchange<'a, H> {
             };
             let scope = KeyScope { generation: &self.config.generation, tenant, namespace: &policy.namespace };
             let key = CacheKey::chat_in(&scope, &parsed);
+            self.record.model(&parsed.model, parsed.stream);
             let mut response = self.cached_chat(&parsed, &policy, key, targets, &mut guard).await;
             // Found past a hard budget that degrades on the way to the call: once more, from the
             // lookup on, as the cheaper model (whose cache key is the request actually sent).
@@ -291,9 +302,10 @@ impl<'a, H: Host> Exchange<'a, H> {
             Joined::Call(flight) => flight,
             Joined::StaleDue(why) => {
                 let now = self.host.now_ms();
-                let served = stale
-                    .take()
-                    .and_then(|(tier, entry)| reply::stale(tier, entry, report.clone(), now, why, form).ok());
+                let served = stale.take().and_then(|(tier, entry)| {
+                    self.record.served_entry(&entry);
+                    reply::stale(tier, entry, report.clone(), now, why, form).ok()
+                });
                 match served {
                     Some(response) => return response,
                     None => None,
@@ -329,8 +341,10 @@ impl<'a, H: Host> Exchange<'a, H> {
                 Ok(opened) => opened,
                 Err(failed) => return self.unanswered(*failed, stale, report, form, flight),
             };
+            self.record.first_token(&opened.target, &request.model, self.host.now_ms());
             // Stored, if at all, when the stream has ended cleanly: Cache-Status cannot promise it.
             let end = StreamEnd {
+                record: Some(self.record.hand_over(self.host, self.config, report.x_cache(), opened.fallback)),
                 writes: self.writes().leading(flight),
                 key: policy.write.then_some(key),
                 target: opened.target.id.clone(),
@@ -349,6 +363,7 @@ impl<'a, H: Host> Exchange<'a, H> {
             Ok(answered) => answered,
             Err(failed) => return self.unanswered(*failed, stale, report, form, flight),
         };
+        self.record.answered(&answered.target, &request.model, &answered.value.body);
         if let Some(meter) = meter {
             meter.record(&answered.value.body, &answered.target.id);
         }
@@ -383,8 +398,10 @@ impl<'a, H: Host> Exchange<'a, H> {
                     flight.local.publish(crate::coalesce::Outcome::ProvidersFailed { code: error.code });
                 }
                 let now = self.host.now_ms();
-                let stale = stale
-                    .and_then(|(tier, entry)| reply::stale(tier, entry, report.clone(), now, error.code, form).ok());
+                let stale = stale.and_then(|(tier, entry)| {
+                    self.record.served_entry(&entry);
+                    reply::stale(tier, entry, report.clone(), now, error.code, form).ok()
+                });
                 if let Some(mut response) = stale {
                     reply::set(response.headers_mut(), "x-attempts", &attempts.to_string());
                     return response;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod limits;
+pub mod metrics;
 pub mod ports;
 pub mod prices;
 pub mod providers;

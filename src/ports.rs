@@ -166,6 +166,20 @@ pub trait Random {
 /// write, at the stream's end): both hosts keep such work running after the last byte.
 pub trait Background {
     fn spawn_background(&self, task: Pin<Box<dyn Future<Output = ()>>>);
+
+    /// Work after the response that starts `ms` from now (a flush of what the isolate added up
+    /// meanwhile). Both hosts keep it running like any background work; the in-memory test host
+    /// runs it only when a test says so, without moving its clock.
+    fn spawn_later(&self, ms: u64, task: Pin<Box<dyn Future<Output = ()>>>)
+    where
+        Self: Clock + Clone + 'static,
+    {
+        let host = self.clone();
+        self.spawn_background(Box::pin(async move {
+            host.sleep_ms(ms).await;
+            task.await;
+        }));
+    }
 }
 
 /// One structured log line (JSON) per call.
@@ -188,6 +202,9 @@ pub trait Memory {
 
     /// Tenants refused until a time, and targets switched off (`limits::memory`).
     fn limits(&self) -> &crate::limits::memory::LimitMemory;
+
+    /// Metrics added up since the last flush to Redis (`metrics::Buffer`).
+    fn metrics(&self) -> &crate::metrics::Buffer;
 
     /// Whether this memory serves later requests too (a Workers isolate, a reused Spin instance)
     /// or starts empty for each one (a host that never reuses an instance: the in-memory test

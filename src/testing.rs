@@ -72,6 +72,8 @@ struct State {
     rng: Cell<u64>,
     timers: RefCell<Vec<u64>>,
     background: RefCell<VecDeque<Pin<Box<dyn Future<Output = ()>>>>>,
+    /// Work spawned to start later (`Background::spawn_later`): run by `run_later` alone.
+    later: RefCell<VecDeque<Pin<Box<dyn Future<Output = ()>>>>>,
     logs: RefCell<Vec<String>>,
     sent: RefCell<Vec<http::Request<Bytes>>>,
     routes: RefCell<Vec<(String, Responder)>>,
@@ -86,6 +88,7 @@ pub struct MemHost {
     health: Rc<crate::routing::health::Health>,
     flights: crate::coalesce::Flights,
     limits: Rc<crate::limits::memory::LimitMemory>,
+    metrics: Rc<crate::metrics::Buffer>,
 }
 
 pub const WORKERS_KV_LIMITS: KvLimits =
@@ -102,7 +105,13 @@ impl MemHost {
     /// A second isolate in the same world: the same clock, KV, routes, requests log and
     /// background queue, and a memory of its own (what another isolate or instance knows).
     pub fn another_isolate(&self) -> MemHost {
-        MemHost { state: self.state.clone(), health: Rc::default(), flights: Default::default(), limits: Rc::default() }
+        MemHost {
+            state: self.state.clone(),
+            health: Rc::default(),
+            flights: Default::default(),
+            limits: Rc::default(),
+            metrics: Rc::default(),
+        }
     }
 
     pub fn advance(&self, ms: u64) {
@@ -164,6 +173,19 @@ impl MemHost {
                 None => break,
             }
         }
+    }
+
+    /// Runs the work spawned to start later (metrics flushes) as if its time had come, without
+    /// moving the clock, then the background work it spawned.
+    pub fn run_later(&self) {
+        loop {
+            let task = self.state.later.borrow_mut().pop_front();
+            match task {
+                Some(task) => self.block_on(task),
+                None => break,
+            }
+        }
+        self.run_background();
     }
 
     async fn kv_wait(&self) -> Result<(), PortError> {
@@ -357,6 +379,10 @@ impl Background for MemHost {
     fn spawn_background(&self, task: Pin<Box<dyn Future<Output = ()>>>) {
         self.state.background.borrow_mut().push_back(task);
     }
+
+    fn spawn_later(&self, _ms: u64, task: Pin<Box<dyn Future<Output = ()>>>) {
+        self.state.later.borrow_mut().push_back(task);
+    }
 }
 
 impl crate::ports::Memory for MemHost {
@@ -370,6 +396,10 @@ impl crate::ports::Memory for MemHost {
 
     fn limits(&self) -> &crate::limits::memory::LimitMemory {
         &self.limits
+    }
+
+    fn metrics(&self) -> &crate::metrics::Buffer {
+        &self.metrics
     }
 
     fn lasts_between_requests(&self) -> bool {

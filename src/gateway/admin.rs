@@ -2,7 +2,8 @@
 //! matched in constant time). `GET /admin/health` is the detailed view (each tier with its
 //! latency, each target's breaker, counters, configuration problems); `POST /admin/cache/purge`
 //! deletes one entry from both tiers; `POST /admin/targets/{id}/disable|enable` flips a kill
-//! switch (`kill`). Every change writes one audit line: which admin, what, when.
+//! switch (`kill`); `GET /admin/metrics` and `/admin/metrics.json` show the metrics (`stats`).
+//! Every change writes one audit line: which admin, what, when.
 //!
 //! Must not: answer anything without a valid admin key, or show a secret, a URL or a key.
 
@@ -27,6 +28,11 @@ const MAX_PURGE_BODY: usize = 4 << 20;
 impl<H: Host> Exchange<'_, H> {
     /// Dispatches an `/admin/...` request.
     pub(super) async fn admin(&mut self, request: http::Request<Body>) -> Response<Body> {
+        // The stats page holds no data (it asks for the key and sends it with each data request):
+        // a browser's first load, which carries no Authorization header, gets it.
+        if request.uri().path() == "/admin/stats" && matches!(*request.method(), Method::GET | Method::HEAD) {
+            return super::stats::page::page();
+        }
         let admin = match admin_of(self.config, request.headers()) {
             Ok(admin) => admin.to_owned(),
             Err(e) => return reply::error(&e),
@@ -36,7 +42,7 @@ impl<H: Host> Exchange<'_, H> {
             return self.kill_switch(&admin, request).await;
         }
         let (allowed, method) = match path.as_str() {
-            "/admin/health" => ("GET", Method::GET),
+            "/admin/health" | "/admin/metrics" | "/admin/metrics.json" => ("GET", Method::GET),
             "/admin/cache/purge" => ("POST", Method::POST),
             _ => return reply::not_found(&path),
         };
@@ -45,6 +51,8 @@ impl<H: Host> Exchange<'_, H> {
         }
         match path.as_str() {
             "/admin/health" => health(self.host, self.config).await,
+            "/admin/metrics" => super::stats::prometheus(self.host, self.config).await,
+            "/admin/metrics.json" => super::stats::window(self.host, self.config, request.uri().query()).await,
             _ => self.purge(&admin, request).await,
         }
     }
@@ -186,37 +194,7 @@ pub async fn health<H: Host>(host: &H, config: &Config) -> Response<Body> {
         }
     };
     let all_ok = [&kv, &redis].iter().all(|t| t["state"] != "down");
-    if let Some(upstash) = &config.upstash {
-        // What every isolate shared, folded into what this one knows (a new one knows nothing).
-        let ids: Vec<String> = config.routes.all_targets().iter().map(|t| t.id.clone()).collect();
-        super::origin::load_health(host, upstash, &config.breaker, &ids).await;
-    }
-    if let Some(upstash) = config.upstash.as_ref().filter(|_| redis["state"] == "ok") {
-        // The switches as Redis holds them now (and this instance knows them from now on).
-        let ids: Vec<String> = config.routes.all_targets().iter().map(|t| t.id.clone()).collect();
-        if let Ok(kills) = Redis::new(upstash).read_kills(host, &ids).await {
-            host.limits().set_kills(kills, host.now_ms());
-        }
-    }
-    let now = host.now_ms();
-    // What this instance knows of each target; names and kinds only, never URLs or keys.
-    let targets: Vec<Value> = config
-        .routes
-        .all_targets()
-        .into_iter()
-        .map(|t| {
-            json!({
-                "id": t.id,
-                "provider": t.kind.as_str(),
-                "key_configured": t.api_key.is_some(),
-                "breaker": host.health().describe(&t.id, now),
-                "disabled": super::kill::describe_switch(
-                    config.disabled_targets.contains(&t.id),
-                    host.limits().killed_until(&t.id, now),
-                ),
-            })
-        })
-        .collect();
+    let targets = targets(host, config, redis["state"] == "ok").await;
     let mut not_stored = match &config.upstash {
         Some(upstash) if redis["state"] == "ok" => counters::read(host, upstash).await.unwrap_or(Value::Null),
         _ => Value::Null,
@@ -239,4 +217,39 @@ pub async fn health<H: Host>(host: &H, config: &Config) -> Response<Body> {
         "problems": config.problems,
     });
     reply::json(StatusCode::OK, body.to_string())
+}
+
+/// Each target with its breaker and kill switch, as this instance knows them after reading what
+/// every isolate shared (a new one knows nothing); names and kinds only, never URLs or keys.
+pub(super) async fn targets<H: Host>(host: &H, config: &Config, redis_ok: bool) -> Vec<Value> {
+    if let Some(upstash) = &config.upstash {
+        // What every isolate shared, folded into what this one knows (a new one knows nothing).
+        let ids: Vec<String> = config.routes.all_targets().iter().map(|t| t.id.clone()).collect();
+        super::origin::load_health(host, upstash, &config.breaker, &ids).await;
+    }
+    if let Some(upstash) = config.upstash.as_ref().filter(|_| redis_ok) {
+        // The switches as Redis holds them now (and this instance knows them from now on).
+        let ids: Vec<String> = config.routes.all_targets().iter().map(|t| t.id.clone()).collect();
+        if let Ok(kills) = Redis::new(upstash).read_kills(host, &ids).await {
+            host.limits().set_kills(kills, host.now_ms());
+        }
+    }
+    let now = host.now_ms();
+    config
+        .routes
+        .all_targets()
+        .into_iter()
+        .map(|t| {
+            json!({
+                "id": t.id,
+                "provider": t.kind.as_str(),
+                "key_configured": t.api_key.is_some(),
+                "breaker": host.health().describe(&t.id, now),
+                "disabled": super::kill::describe_switch(
+                    config.disabled_targets.contains(&t.id),
+                    host.limits().killed_until(&t.id, now),
+                ),
+            })
+        })
+        .collect()
 }

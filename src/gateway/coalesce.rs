@@ -254,6 +254,7 @@ impl<H: Host> Exchange<'_, H> {
         leader: &str,
         via: &'static str,
     ) -> Option<Response<Body>> {
+        self.record.served_entry(&entry);
         let response = reply::coalesced(entry, report, self.host.now_ms(), form, leader).ok()?;
         self.coalesced(leader, via);
         Some(response)

@@ -30,6 +30,9 @@ pub fn all() -> Vec<&'static str> {
 const TIMEOUT_MS: u64 = 5_000;
 
 pub async fn bump<H: Host>(host: &H, upstash: Option<&UpstashConfig>, counter: &str) {
+    if counter != COALESCED_ISOLATE && counter != COALESCED_REDIS {
+        super::tally::skipped(host, counter);
+    }
     if let Some(config) = upstash {
         let _ = Redis::new(config).count(host, counter, TIMEOUT_MS).await;
     }

@@ -30,6 +30,7 @@ impl<'a, H: Host> Exchange<'a, H> {
             Err(e) => return reply::error(&e),
         };
         let tenant = caller.tenant;
+        self.record.tenant(tenant);
         let parsed = match self.read_json(&parts.headers, body, self.config.max_body_bytes).await {
             Ok(object) => EmbeddingsRequest::from_object(object),
             Err(e) => Err(e),

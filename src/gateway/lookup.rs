@@ -73,6 +73,7 @@ impl<H: Host> Exchange<'_, H> {
         }
         let found = self.look_up(policy, key, report).await;
         if let Some((tier, entry)) = found.hit {
+            self.record.served_entry(&entry);
             match reply::hit(tier, entry, report, self.host.now_ms(), form) {
                 Ok(response) => return Err(response),
                 // Not replayable after all (written by something else): a miss.

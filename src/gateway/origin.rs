@@ -20,6 +20,7 @@ use super::{reply, Exchange, MAX_ERROR_BODY, WRITE_TIMEOUT_MS};
 use crate::api::chat::ChatRequest;
 use crate::config::UpstashConfig;
 use crate::error::{ApiError, ErrorType, Unsupported, UpstreamError};
+use crate::metrics::OutcomeClass;
 use crate::ports::{with_timeout, CollectError, Host};
 use crate::providers::{self, Answer};
 use crate::routing::breaker::BreakerConfig;
@@ -189,7 +190,10 @@ impl<H: Host> Exchange<'_, H> {
                 }
                 Action::Send { target, retry, budget_ms } => {
                     let target = machine.target(target);
+                    let started = host.now_ms();
                     let result = attempt(target, outgoing.clone(), budget_ms).await;
+                    let class = result.as_ref().err().map_or(OutcomeClass::Ok, OutcomeClass::of);
+                    self.record.attempt(target, class, host.now_ms().saturating_sub(started));
                     let error = result.as_ref().err().cloned();
                     let next = machine.on_outcome(host.now_ms(), result, host.random_u64());
                     let changed = machine.changed();

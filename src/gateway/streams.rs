@@ -29,6 +29,7 @@ use serde_json::json;
 
 use super::meter::Meter;
 use super::origin::share_health;
+use super::record::Pending;
 use super::writes::Writes;
 use crate::api::chat::ChatRequest;
 use crate::api::envelope::error_body;
@@ -136,17 +137,23 @@ pub(super) struct StreamEnd<H: Host> {
     pub breaker: BreakerConfig,
     /// Counts the answer's tokens toward its tenant's limit (usage from the assembled answer).
     pub meter: Option<Meter<H>>,
+    /// The request's record, finished when the stream ends (or is dropped).
+    pub record: Option<Pending<H>>,
 }
 
 impl<H: Host> StreamEnd<H> {
     /// The provider's terminal event was relayed: store what was assembled, if it is worth it.
-    fn clean(self, relay: &mut Relay) {
+    fn clean(mut self, relay: &mut Relay) {
         if let Some(lead) = self.writes.flight() {
             lead.stream_done();
         }
         // The usage is the relay's (assembled from the provider's events), never the client's
         // bytes: a client that did not ask for usage was not shown it.
-        let answer = if self.key.is_some() || self.meter.is_some() { relay.answer() } else { None };
+        let wanted = self.key.is_some() || self.meter.is_some() || self.record.is_some();
+        let answer = if wanted { relay.answer() } else { None };
+        if let Some(record) = self.record.take() {
+            record.end("complete", answer.as_ref().and_then(|a| a.as_ref().ok()).map(|a| &a.body));
+        }
         if let (Some(meter), Some(Ok(answer))) = (self.meter, &answer) {
             meter.record(&answer.body, &self.target);
         }
@@ -169,7 +176,10 @@ impl<H: Host> StreamEnd<H> {
 
     /// The stream failed after its first byte: counted against the target's breaker (as the
     /// failover would count it), logged, shared; returns the client's error event.
-    fn failed(self, error: UpstreamError) -> Bytes {
+    fn failed(mut self, error: UpstreamError) -> Bytes {
+        if let Some(record) = self.record.take() {
+            record.end(error.code(), None);
+        }
         let host = self.writes.host();
         let now = host.now_ms();
         let opened = host.health().record(&self.target, now, false, &self.breaker);

@@ -25,7 +25,7 @@ use crate::cache::verdict;
 use crate::coalesce::{Lead, Outcome};
 use crate::config::UpstashConfig;
 use crate::error::{StoreError, StoreErrorKind, Tier};
-use crate::ports::{Host, Kv, Log};
+use crate::ports::{Clock, Host, Kv, Log, Memory};
 use crate::providers::Answer;
 use crate::stores::{kv, redis::Redis};
 
@@ -256,7 +256,8 @@ fn too_large_counter(tier: Tier) -> &'static str {
 }
 
 /// One JSON log line for a store failure (never an error for the client: fail open).
-pub(super) fn log_store_error(host: &impl Log, request_id: &str, e: &StoreError) {
+pub(super) fn log_store_error(host: &(impl Log + Memory + Clock), request_id: &str, e: &StoreError) {
+    super::tally::store_error(host, e);
     let line = json!({"level": "warn", "event": "store_error", "request_id": request_id, "tier": e.tier.as_str(), "op": e.op, "kind": e.kind.word(), "detail": e.kind.to_string(), "retryable": e.kind.retryable()});
     host.log(&line.to_string());
 }

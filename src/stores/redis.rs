@@ -11,6 +11,7 @@
 //! | `{prefix}:health:{target id}:marks` | a sorted set of the target's marks: `open_until`, `closed_at`, `cool_until` (ms since the epoch), each only ever moved later (`ZADD GT`); it expires a window after its latest mark (`PEXPIRE NX`, then `PEXPIRE GT`) |
 //! | `{prefix}:limit:...`, `{prefix}:kill:{target id}` | per-tenant limit counters and per-target kill switches: see `limits` (a part of this module, with its script) |
 //! | `{prefix}:spend:...` | spend per tenant and per target, per UTC day and month: see `spend` |
+//! | `{prefix}:metrics:m:{minute}`, `{prefix}:metrics:total` | metrics by minute and since the start: see `metrics` (a part of this module) |
 //!
 //! Slices are numbered from the epoch (`routing::breaker::BreakerConfig::slice`), so all isolates
 //! add to the same counters. Every health operation commutes: no isolate can erase what another
@@ -41,6 +42,8 @@ mod limits;
 mod spend;
 pub use limits::{kill_key, limit_key, BudgetCheck, LimitCheck, LimitReply, WINDOW_SCRIPT, WINDOW_SCRIPT_SHA1};
 pub use spend::{spend_key, Owner, UsageRecord};
+mod metrics;
+pub use metrics::{minute_key, totals_key};
 
 /// The prefix when `DEPLOYMENT_PREFIX` is unset (the key layout of earlier releases).
 pub const DEFAULT_PREFIX: &str = "llmc1";

@@ -3,7 +3,7 @@
 //! over strings and sorted sets with expiry in the host's virtual time. Each command behaves as
 //! Redis 7.0 documents it, errors included, for the options the gateway uses (and their
 //! siblings): GET, MGET, SET (NX/XX/GET/PX/EX), DEL, EXISTS, INCR, INCRBY, PEXPIRE (NX/XX/GT/LT), PTTL,
-//! ZADD (NX/XX/GT/LT/CH), ZSCORE, ZMSCORE, PING. Switchable off to model an outage.
+//! ZADD (NX/XX/GT/LT/CH), ZSCORE, ZMSCORE, HINCRBY, HGETALL, PEXPIREAT, PING. Switchable off to model an outage.
 //!
 //! Scripts: `EVAL`, `EVALSHA` and `SCRIPT LOAD` run exactly one script, the gateway's
 //! sliding-window check (`stores::redis::WINDOW_SCRIPT`, recognised by its text or its SHA-1),
@@ -25,6 +25,7 @@ use crate::ports::Clock;
 enum Value {
     Str(String),
     ZSet(BTreeMap<String, f64>),
+    Hash(BTreeMap<String, i64>),
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +213,34 @@ fn run(data: &mut HashMap<String, Stored>, args: &[String], now_ms: u64) -> Resu
             Some(Stored { expires_at: Some(at), .. }) => at.saturating_sub(now_ms) as i64,
         })),
         ("ZADD", [key, rest @ ..]) => zadd(data, key, rest),
+        ("HINCRBY", [key, field, by]) => {
+            let by: i64 = by.parse().map_err(|_| NOT_INTEGER.to_owned())?;
+            let stored = data
+                .entry((*key).to_owned())
+                .or_insert(Stored { value: Value::Hash(BTreeMap::new()), expires_at: None });
+            let Value::Hash(hash) = &mut stored.value else { return Err(WRONGTYPE.into()) };
+            let n = hash.entry((*field).to_owned()).or_default();
+            *n = n.checked_add(by).ok_or_else(|| NOT_INTEGER.to_owned())?;
+            Ok(json!(*n))
+        }
+        ("HGETALL", [key]) => match data.get(*key).map(|s| &s.value) {
+            None => Ok(json!([])),
+            Some(Value::Hash(hash)) => {
+                Ok(json!(hash.iter().flat_map(|(f, n)| [f.clone(), n.to_string()]).collect::<Vec<_>>()))
+            }
+            Some(_) => Err(WRONGTYPE.into()),
+        },
+        ("PEXPIREAT", [key, at]) => {
+            let at: u64 = at.parse().map_err(|_| NOT_INTEGER.to_owned())?;
+            Ok(json!(match data.get_mut(*key) {
+                None => 0,
+                Some(_) if at <= now_ms => i32::from(data.remove(*key).is_some()),
+                Some(stored) => {
+                    stored.expires_at = Some(at);
+                    1
+                }
+            }))
+        }
         ("ZSCORE", [key, member]) => {
             Ok(zset(data, key)?.and_then(|set| set.get(*member)).map_or(json!(null), |s| json!(score(*s))))
         }
@@ -221,7 +250,7 @@ fn run(data: &mut HashMap<String, Stored>, args: &[String], now_ms: u64) -> Resu
         }
         (
             "PING" | "GET" | "MGET" | "EXISTS" | "DEL" | "INCR" | "INCRBY" | "SET" | "PEXPIRE" | "PTTL" | "ZADD"
-            | "ZSCORE" | "ZMSCORE",
+            | "ZSCORE" | "ZMSCORE" | "HINCRBY" | "HGETALL" | "PEXPIREAT",
             _,
         ) => Err(wrong_args()),
         _ => Err(format!("ERR unknown command '{name}'")),
@@ -272,7 +301,7 @@ fn string<'a>(data: &'a HashMap<String, Stored>, key: &str) -> Result<Option<&'a
     match data.get(key).map(|s| &s.value) {
         None => Ok(None),
         Some(Value::Str(s)) => Ok(Some(s)),
-        Some(Value::ZSet(_)) => Err(WRONGTYPE.into()),
+        Some(_) => Err(WRONGTYPE.into()),
     }
 }
 
@@ -280,7 +309,7 @@ fn zset<'a>(data: &'a HashMap<String, Stored>, key: &str) -> Result<Option<&'a B
     match data.get(key).map(|s| &s.value) {
         None => Ok(None),
         Some(Value::ZSet(set)) => Ok(Some(set)),
-        Some(Value::Str(_)) => Err(WRONGTYPE.into()),
+        Some(_) => Err(WRONGTYPE.into()),
     }
 }
 

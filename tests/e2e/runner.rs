@@ -115,6 +115,7 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(crate::budget::scenarios());
     all.extend(crate::browser::scenarios());
     all.extend(crate::pacing::scenarios());
+    all.extend(crate::observe::scenarios());
     all
 }
 

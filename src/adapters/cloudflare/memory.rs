@@ -4,6 +4,7 @@
 use super::CfHost;
 use crate::coalesce::Flights;
 use crate::limits::memory::LimitMemory;
+use crate::metrics::Buffer;
 use crate::ports::Memory;
 use crate::routing::health::Health;
 
@@ -12,6 +13,7 @@ thread_local! {
     static HEALTH: &'static Health = Box::leak(Box::default());
     static FLIGHTS: &'static Flights = Box::leak(Box::default());
     static LIMITS: &'static LimitMemory = Box::leak(Box::default());
+    static METRICS: &'static Buffer = Box::leak(Box::default());
 }
 
 impl Memory for CfHost {
@@ -25,5 +27,9 @@ impl Memory for CfHost {
 
     fn limits(&self) -> &LimitMemory {
         LIMITS.with(|l| *l)
+    }
+
+    fn metrics(&self) -> &Buffer {
+        METRICS.with(|m| *m)
     }
 }

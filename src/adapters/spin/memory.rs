@@ -7,6 +7,7 @@
 use super::SpinHost;
 use crate::coalesce::Flights;
 use crate::limits::memory::LimitMemory;
+use crate::metrics::Buffer;
 use crate::ports::Memory;
 use crate::routing::health::Health;
 
@@ -15,6 +16,7 @@ thread_local! {
     static HEALTH: &'static Health = Box::leak(Box::default());
     static FLIGHTS: &'static Flights = Box::leak(Box::default());
     static LIMITS: &'static LimitMemory = Box::leak(Box::default());
+    static METRICS: &'static Buffer = Box::leak(Box::default());
 }
 
 impl Memory for SpinHost {
@@ -28,5 +30,9 @@ impl Memory for SpinHost {
 
     fn limits(&self) -> &LimitMemory {
         LIMITS.with(|l| *l)
+    }
+
+    fn metrics(&self) -> &Buffer {
+        METRICS.with(|m| *m)
     }
 }
