@@ -28,6 +28,7 @@ mod failopen;
 mod guard;
 #[cfg(not(target_arch = "wasm32"))]
 mod input;
+#[cfg(not(target_arch = "wasm32"))]
 mod observe;
 #[cfg(not(target_arch = "wasm32"))]
 mod pacing;
