@@ -51,6 +51,7 @@ try {
   }
   const rows = await page.$$eval("#targets tbody tr", (trs) => trs.map((tr) => [...tr.cells].map((td) => td.textContent)));
   if (rows.length === 0) failures.push("the targets table is empty");
+  for (const r of rows) if (r[3] !== "in rotation") failures.push(`target ${r[0]} shows "${r[3]}", not "in rotation"`);
   const stored = await page.evaluate(() => location.href);
   if (stored.includes(key)) failures.push("the admin key is in the URL");
   await page.screenshot({ path: shot, fullPage: true });
